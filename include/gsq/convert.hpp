@@ -1,0 +1,317 @@
+// convert.hpp: float32 / bfloat16 / float16 -> GSE-INT quantization and GSE-INT -> float32.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "gsq/detail/check.hpp"
+#include "gsq/detail/cpu.hpp"
+#include "gsq/detail/rng.hpp"
+#include "gsq/format.hpp"
+#include "gsq/half.hpp"
+#include "gsq/kernels/quantize_avx2.hpp"
+#include "gsq/kernels/quantize_avx512.hpp"
+#include "gsq/kernels/quantize_neon.hpp"
+#include "gsq/kernels/quantize_scalar.hpp"
+#include "gsq/tensor.hpp"
+
+namespace gsq {
+
+/// How quantize() encodes.
+struct QuantizeOptions {
+  Rounding rounding = Rounding::kNearestEven;
+  NonFinitePolicy non_finite = NonFinitePolicy::kThrow;
+  /// Seed of the stochastic-rounding stream: the random number of element (line, pos) is a pure
+  /// function of (seed, line, pos) (detail/rng.hpp).  Use a new seed per step.
+  std::uint64_t seed = 0;
+  /// Kernel ISA; empty picks the best this CPU supports (conversion_isa()).  Every ISA gives
+  /// bit-identical results, so this exists for tests and benchmarks.
+  std::optional<Isa> isa;
+};
+
+/// What one conversion did, for the format's lossy corners (format.hpp).
+struct ConversionStats {
+  Index groups = 0;          ///< groups encoded, including all-zero groups
+  Index zero_groups = 0;     ///< groups whose values were all zero
+  Index clamped_groups = 0;  ///< groups more than 31 binades below the largest (step 3)
+  Index saturated = 0;       ///< codes that rounded up past kQMax and were clamped to it
+  Index non_finite = 0;      ///< NaN/Inf encoded as 0 under NonFinitePolicy::kZero
+};
+
+namespace detail {
+
+template <typename T>
+inline float widen(T x) noexcept {
+  if constexpr (std::is_same_v<T, float>) {
+    return x;
+  } else {
+    return to_float(x);
+  }
+}
+
+using LineQuantizeFn = kernels::LineResult (*)(const float*, int, std::uint32_t, std::uint32_t,
+                                               std::int8_t*, std::int16_t*) noexcept;
+using LineDequantizeFn = void (*)(const std::int8_t*, int, int, float*) noexcept;
+
+template <int Bits, int GroupSize, Isa I>
+LineQuantizeFn line_quantizer_for(Rounding rounding) noexcept {
+  using K = kernels::LineKernels<I>;
+  switch (rounding) {
+    case Rounding::kNearestEven:
+      return &K::template quantize<Bits, GroupSize, Rounding::kNearestEven>;
+    case Rounding::kNearestAway:
+      return &K::template quantize<Bits, GroupSize, Rounding::kNearestAway>;
+    case Rounding::kTowardZero:
+      return &K::template quantize<Bits, GroupSize, Rounding::kTowardZero>;
+    case Rounding::kStochastic:
+      return &K::template quantize<Bits, GroupSize, Rounding::kStochastic>;
+  }
+  return nullptr;
+}
+
+/// Resolves the requested ISA to one that has conversion kernels and that this CPU runs.
+inline Isa conversion_kernel_isa(const std::optional<Isa>& requested) {
+  if (!requested) return conversion_isa();
+  GSQ_CHECK(cpu_supports(*requested), "conversion: ISA ", to_string(*requested),
+            " is not available on this CPU (or is ruled out by GSQ_ISA)");
+  switch (*requested) {
+    case Isa::kAvx512Vnni: return Isa::kAvx512;
+    case Isa::kNeonDot: return Isa::kNeon;
+    default: return *requested;
+  }
+}
+
+template <int Bits, int GroupSize>
+LineQuantizeFn line_quantizer(Isa isa, Rounding rounding) noexcept {
+  switch (isa) {
+#if GSQ_X86
+    case Isa::kAvx2: return line_quantizer_for<Bits, GroupSize, Isa::kAvx2>(rounding);
+    case Isa::kAvx512: return line_quantizer_for<Bits, GroupSize, Isa::kAvx512>(rounding);
+#endif
+#if GSQ_ARM64
+    case Isa::kNeon: return line_quantizer_for<Bits, GroupSize, Isa::kNeon>(rounding);
+#endif
+    default: return line_quantizer_for<Bits, GroupSize, Isa::kScalar>(rounding);
+  }
+}
+
+inline LineDequantizeFn line_dequantizer(Isa isa) noexcept {
+  switch (isa) {
+#if GSQ_X86
+    case Isa::kAvx2: return &kernels::LineKernels<Isa::kAvx2>::dequantize;
+    case Isa::kAvx512: return &kernels::LineKernels<Isa::kAvx512>::dequantize;
+#endif
+#if GSQ_ARM64
+    case Isa::kNeon: return &kernels::LineKernels<Isa::kNeon>::dequantize;
+#endif
+    default: return &kernels::LineKernels<Isa::kScalar>::dequantize;
+  }
+}
+
+/// Copies one line of `src` into `out` (padded length, padding zeroed), widening to float.  With
+/// `zero_non_finite`, NaN and Inf become 0 and are counted.
+template <typename T>
+Index gather_line(MatrixRef<const T> src, const GseShape& shape, Index line, float* out,
+                  Index padded, bool zero_non_finite) noexcept {
+  const Index len = shape.length();
+  const T* base = &src(shape.row_of(line, 0), shape.col_of(line, 0));
+  const Index step = shape.axis == Axis::kCols ? src.col_stride : src.row_stride;
+  Index non_finite = 0;
+  for (Index p = 0; p < len; ++p) {
+    float x = widen(base[p * step]);
+    if (zero_non_finite && (float_bits(x) & 0x7F800000u) == 0x7F800000u) {
+      x = 0.0f;
+      ++non_finite;
+    }
+    out[p] = x;
+  }
+  std::fill(out + len, out + padded, 0.0f);
+  return non_finite;
+}
+
+}  // namespace detail
+
+/// Quantizes `src` (float, Bf16 or Fp16; any strides) into `dst`, with groups of GroupSize
+/// running along `axis` (format.hpp, "Encoding").  Rounding and non-finite handling follow
+/// `options`; every ISA gives bit-identical output.  Reuses dst's storage when large enough.
+/// Throws std::invalid_argument for NaN/Inf under NonFinitePolicy::kThrow (naming the row and
+/// column, and leaving dst unspecified) and for lines longer than 2^31 - 4096.
+/// Cost: one pass over src when no group is clamped; clamped groups are read once more.
+template <int Bits, int GroupSize, typename T>
+void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>& dst,
+                   const QuantizeOptions& options = {}, ConversionStats* stats = nullptr) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, Bf16> || std::is_same_v<T, Fp16>,
+                "quantize reads float, gsq::Bf16 or gsq::Fp16");
+  using Format = GseFormat<Bits, GroupSize>;
+  GSQ_CHECK(src.rows >= 0 && src.cols >= 0, "quantize: negative shape ", src.rows, "x", src.cols);
+  GSQ_CHECK(src.data != nullptr || src.rows * src.cols == 0, "quantize: null data for a ",
+            src.rows, "x", src.cols, " matrix");
+  const GseShape shape{src.rows, src.cols, axis};
+  GSQ_CHECK(shape.length() <= INT_MAX - 4096, "quantize: lines of ", shape.length(),
+            " values are longer than supported (2^31 - 4096)");
+  const detail::LineQuantizeFn kernel =
+      detail::line_quantizer<Bits, GroupSize>(detail::conversion_kernel_isa(options.isa),
+                                              options.rounding);
+  dst.reshape(src.rows, src.cols, axis);
+  const auto view = dst.view();
+  const Index len = view.length();
+  const Index padded = view.padded_length();
+  const Index groups = view.groups_per_line();
+  ConversionStats st;
+  st.groups = view.lines() * groups;
+  if (st.groups == 0) {
+    if (stats != nullptr) *stats = st;
+    return;
+  }
+
+  std::vector<std::int16_t> quantum(static_cast<std::size_t>(view.lines() * groups));
+  detail::AlignedVector<float> scratch(static_cast<std::size_t>(padded));
+  const Index pos_step = axis == Axis::kCols ? src.col_stride : src.row_stride;
+  const bool direct = std::is_same_v<T, float> && pos_step == 1 && len == padded;
+
+  for (Index line = 0; line < view.lines(); ++line) {
+    const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
+    std::int8_t* codes = dst.mutable_codes() + line * padded;
+    std::int16_t* q = quantum.data() + line * groups;
+    const float* x = scratch.data();
+    if constexpr (std::is_same_v<T, float>) {
+      if (direct) x = &src(shape.row_of(line, 0), shape.col_of(line, 0));
+    }
+    if (!direct) detail::gather_line(src, shape, line, scratch.data(), padded, false);
+    kernels::LineResult r = kernel(x, static_cast<int>(padded), key, 0, codes, q);
+    if (!r.finite) {
+      if (options.non_finite == NonFinitePolicy::kThrow) {
+        for (Index p = 0; p < len; ++p) {
+          const Index i = shape.row_of(line, p);
+          const Index j = shape.col_of(line, p);
+          const float v = detail::widen(src(i, j));
+          GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u, "quantize: ",
+                    std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
+                    " (NonFinitePolicy::kZero encodes non-finite values as 0)");
+        }
+      }
+      st.non_finite += detail::gather_line(src, shape, line, scratch.data(), padded, true);
+      r = kernel(scratch.data(), static_cast<int>(padded), key, 0, codes, q);
+      GSQ_DASSERT(r.finite);
+    }
+    st.saturated += r.saturated;
+  }
+
+  // The offset T puts the largest group at E = 31 (format.hpp, step 2).
+  int q_max = INT_MIN;
+  for (const std::int16_t q : quantum) {
+    if (q != kernels::kZeroGroup) q_max = std::max(q_max, int{q});
+  }
+  const int offset = q_max == INT_MIN ? 0 : q_max - kMaxGroupExponent;
+  GSQ_DASSERT(q_max == INT_MIN || (offset >= Format::kMinOffset && offset <= Format::kMaxOffset));
+  dst.set_offset(offset);
+
+  // Exponents, and re-encoding of clamped groups at s = T (step 3), with the scalar reference
+  // (bit-identical to every kernel, and clamped groups are rare).
+  std::vector<std::int8_t> discard(GroupSize);
+  Index fetched_line = -1;
+  for (Index line = 0; line < view.lines(); ++line) {
+    const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
+    for (Index g = 0; g < groups; ++g) {
+      const int q = quantum[static_cast<std::size_t>(line * groups + g)];
+      std::uint8_t& e = dst.mutable_exponents()[line * groups + g];
+      if (q == kernels::kZeroGroup) {
+        e = 0;
+        ++st.zero_groups;
+        continue;
+      }
+      if (q >= offset) {
+        e = static_cast<std::uint8_t>(q - offset);
+        continue;
+      }
+      e = 0;
+      ++st.clamped_groups;
+      if (fetched_line != line) {
+        detail::gather_line(src, shape, line, scratch.data(), padded,
+                            options.non_finite == NonFinitePolicy::kZero);
+        fetched_line = line;
+      }
+      const float* x = scratch.data() + g * GroupSize;
+      std::int8_t* codes = dst.mutable_codes() + line * padded + g * GroupSize;
+      const auto pos = static_cast<std::uint32_t>(g * GroupSize);
+      auto encode = [&](int s, std::int8_t* out) {
+        switch (options.rounding) {
+          case Rounding::kNearestEven:
+            return kernels::encode_values<Bits, Rounding::kNearestEven>(x, GroupSize, s, key, pos, out);
+          case Rounding::kNearestAway:
+            return kernels::encode_values<Bits, Rounding::kNearestAway>(x, GroupSize, s, key, pos, out);
+          case Rounding::kTowardZero:
+            return kernels::encode_values<Bits, Rounding::kTowardZero>(x, GroupSize, s, key, pos, out);
+          case Rounding::kStochastic:
+            return kernels::encode_values<Bits, Rounding::kStochastic>(x, GroupSize, s, key, pos, out);
+        }
+        return 0;
+      };
+      st.saturated -= encode(q, discard.data());  // the first pass counted these at s = q
+      st.saturated += encode(offset, codes);
+    }
+  }
+  if (stats != nullptr) *stats = st;
+}
+
+/// Quantizes `src` into a new tensor; see quantize_into.
+template <int Bits, int GroupSize = 32, typename T>
+GseTensor<Bits, GroupSize> quantize(MatrixRef<const T> src, Axis axis,
+                                    const QuantizeOptions& options = {},
+                                    ConversionStats* stats = nullptr) {
+  GseTensor<Bits, GroupSize> t;
+  quantize_into(src, axis, t, options, stats);
+  return t;
+}
+template <int Bits, int GroupSize = 32, typename T>
+GseTensor<Bits, GroupSize> quantize(MatrixRef<T> src, Axis axis,
+                                    const QuantizeOptions& options = {},
+                                    ConversionStats* stats = nullptr) {
+  return quantize<Bits, GroupSize>(MatrixRef<const T>(src), axis, options, stats);
+}
+
+/// Writes the values of `src` into `dst` (same shape, any strides): c * 2^(T + E), rounded once
+/// to nearest-even float32 (exact whenever representable).  Bit-identical on every ISA.
+template <int Bits, int GroupSize>
+void dequantize_into(const GseView<Bits, GroupSize>& src, MatrixRef<float> dst,
+                     std::optional<Isa> isa = std::nullopt) {
+  GSQ_CHECK(dst.rows == src.rows() && dst.cols == src.cols(), "dequantize: destination is ",
+            dst.rows, "x", dst.cols, " but the tensor is ", src.rows(), "x", src.cols());
+  const detail::LineDequantizeFn kernel =
+      detail::line_dequantizer(detail::conversion_kernel_isa(isa));
+  const GseShape& shape = src.shape();
+  const Index len = src.length();
+  const Index pos_step = shape.axis == Axis::kCols ? dst.col_stride : dst.row_stride;
+  detail::AlignedVector<float> scratch(pos_step == 1 ? 0 : static_cast<std::size_t>(len));
+  for (Index line = 0; line < src.lines(); ++line) {
+    float* out = pos_step == 1 ? &dst(shape.row_of(line, 0), shape.col_of(line, 0)) : scratch.data();
+    const std::int8_t* codes = src.line_codes(line);
+    for (Index g = 0; g * GroupSize < len; ++g) {
+      const Index begin = g * GroupSize;
+      kernel(codes + begin, static_cast<int>(std::min<Index>(GroupSize, len - begin)),
+             src.offset() + src.line_exponents(line)[g], out + begin);
+    }
+    if (pos_step != 1) {
+      for (Index p = 0; p < len; ++p) dst(shape.row_of(line, p), shape.col_of(line, p)) = out[p];
+    }
+  }
+}
+
+/// The values of `src` as a new row-major rows x cols float vector.
+template <int Bits, int GroupSize>
+std::vector<float> dequantize(const GseView<Bits, GroupSize>& src) {
+  std::vector<float> out(static_cast<std::size_t>(src.size()));
+  dequantize_into(src, MatrixRef<float>::row_major(out.data(), src.rows(), src.cols()));
+  return out;
+}
+template <int Bits, int GroupSize>
+std::vector<float> dequantize(const GseTensor<Bits, GroupSize>& src) {
+  return dequantize(src.view());
+}
+
+}  // namespace gsq

@@ -1,0 +1,9 @@
+// gsq.hpp: the whole library except optional interop (eigen.hpp).
+#pragma once
+
+#include "gsq/convert.hpp"
+#include "gsq/detail/cpu.hpp"
+#include "gsq/format.hpp"
+#include "gsq/half.hpp"
+#include "gsq/tensor.hpp"
+#include "gsq/version.hpp"
