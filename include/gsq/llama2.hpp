@@ -1,0 +1,148 @@
+// llama2.hpp: a hardened reader for llama2.c checkpoints (karpathy/llama2.c "legacy" format).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gsq/detail/check.hpp"
+#include "gsq/tensor.hpp"
+
+namespace gsq {
+
+/// The seven int32 of a llama2.c checkpoint header.
+struct Llama2Config {
+  int dim = 0;
+  int hidden_dim = 0;
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int vocab_size = 0;  ///< always positive here; shared_classifier keeps the sign's meaning
+  int seq_len = 0;
+  bool shared_classifier = true;  ///< the file's vocab_size was positive: wcls = token embedding
+
+  int head_size() const noexcept { return dim / n_heads; }
+  int kv_dim() const noexcept { return head_size() * n_kv_heads; }
+};
+
+/// A llama2.c checkpoint in memory.  Matrices are returned as llama2.c stores them, row-major
+/// (out_features x in_features), so their reduction axis is Axis::kCols.
+class Llama2Weights {
+ public:
+  /// Parses a checkpoint image.  Every size is checked before it is used; a truncated, padded or
+  /// inconsistent image throws std::invalid_argument saying what is wrong.
+  static Llama2Weights parse(const unsigned char* bytes, std::size_t size) {
+    GSQ_CHECK(bytes != nullptr || size == 0, "llama2: null buffer");
+    GSQ_CHECK(size >= 28, "llama2: file holds ", size,
+              " bytes, less than the 28-byte header (7 int32)");
+    std::int32_t h[7];
+    std::memcpy(h, bytes, sizeof h);
+    Llama2Weights w;
+    Llama2Config& c = w.config_;
+    const char* names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
+                            "seq_len"};
+    for (int k = 0; k < 7; ++k) {
+      const std::int64_t v = k == 5 && h[k] < 0 ? -std::int64_t{h[k]} : h[k];
+      GSQ_CHECK(v >= 1 && v <= (1 << 20), "llama2: header field ", names[k], " = ", h[k],
+                " is outside [1, 2^20]");
+    }
+    c.dim = h[0];
+    c.hidden_dim = h[1];
+    c.n_layers = h[2];
+    c.n_heads = h[3];
+    c.n_kv_heads = h[4];
+    c.shared_classifier = h[5] > 0;
+    c.vocab_size = h[5] > 0 ? h[5] : -h[5];
+    c.seq_len = h[6];
+    GSQ_CHECK(c.dim % c.n_heads == 0, "llama2: dim ", c.dim, " is not a multiple of n_heads ",
+              c.n_heads);
+    GSQ_CHECK(c.n_kv_heads <= c.n_heads && c.n_heads % c.n_kv_heads == 0, "llama2: n_kv_heads ",
+              c.n_kv_heads, " does not divide n_heads ", c.n_heads);
+    GSQ_CHECK(c.head_size() % 2 == 0, "llama2: head size ", c.head_size(), " is odd (RoPE pairs)");
+
+    // Offsets in floats, in llama2.c's order, in 64-bit arithmetic (no overflow: each factor
+    // is at most 2^20 and no product has more than three).
+    const std::uint64_t d = static_cast<std::uint64_t>(c.dim);
+    const std::uint64_t L = static_cast<std::uint64_t>(c.n_layers);
+    const std::uint64_t kv = static_cast<std::uint64_t>(c.kv_dim());
+    const std::uint64_t hid = static_cast<std::uint64_t>(c.hidden_dim);
+    std::uint64_t n = 0;
+    auto take = [&n](std::uint64_t count) {
+      const std::uint64_t at = n;
+      n += count;
+      return at;
+    };
+    w.token_embedding_ = take(static_cast<std::uint64_t>(c.vocab_size) * d);
+    w.rms_att_ = take(L * d);
+    w.wq_ = take(L * d * d);
+    w.wk_ = take(L * d * kv);
+    w.wv_ = take(L * d * kv);
+    w.wo_ = take(L * d * d);
+    w.rms_ffn_ = take(L * d);
+    w.w1_ = take(L * hid * d);
+    w.w2_ = take(L * d * hid);
+    w.w3_ = take(L * hid * d);
+    w.rms_final_ = take(d);
+    take(static_cast<std::uint64_t>(c.seq_len) * static_cast<std::uint64_t>(c.head_size()));  // freq_cis
+    w.wcls_ = c.shared_classifier ? w.token_embedding_ : take(static_cast<std::uint64_t>(c.vocab_size) * d);
+    const std::uint64_t payload = size - 28;
+    GSQ_CHECK(payload == n * 4, "llama2: the header (dim ", c.dim, ", hidden_dim ", c.hidden_dim,
+              ", n_layers ", c.n_layers, ", vocab ", c.vocab_size, ", seq_len ", c.seq_len,
+              ") needs ", n * 4, " bytes of weights, the file holds ", payload,
+              payload < n * 4 ? " (truncated)" : " (trailing data)");
+    w.data_.resize(static_cast<std::size_t>(n));
+    std::memcpy(w.data_.data(), bytes + 28, static_cast<std::size_t>(n) * 4);
+    return w;
+  }
+
+  /// Reads and parses a checkpoint file.
+  static Llama2Weights load(const std::string& path) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    GSQ_CHECK(in.good(), "llama2: cannot open '", path, "'");
+    const std::streamoff size = in.tellg();
+    GSQ_CHECK(size >= 0 && size <= (std::streamoff{1} << 36), "llama2: cannot size '", path, "'");
+    std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
+    in.seekg(0);
+    in.read(reinterpret_cast<char*>(bytes.data()), size);
+    GSQ_CHECK(in.good() || size == 0, "llama2: read error on '", path, "'");
+    return parse(bytes.data(), bytes.size());
+  }
+
+  const Llama2Config& config() const noexcept { return config_; }
+
+  MatrixRef<const float> token_embedding() const noexcept {
+    return mat(token_embedding_, config_.vocab_size, config_.dim);
+  }
+  MatrixRef<const float> classifier() const noexcept {
+    return mat(wcls_, config_.vocab_size, config_.dim);
+  }
+  MatrixRef<const float> wq(int l) const { return layer(wq_, l, config_.dim, config_.dim); }
+  MatrixRef<const float> wk(int l) const { return layer(wk_, l, config_.kv_dim(), config_.dim); }
+  MatrixRef<const float> wv(int l) const { return layer(wv_, l, config_.kv_dim(), config_.dim); }
+  MatrixRef<const float> wo(int l) const { return layer(wo_, l, config_.dim, config_.dim); }
+  MatrixRef<const float> w1(int l) const { return layer(w1_, l, config_.hidden_dim, config_.dim); }
+  MatrixRef<const float> w2(int l) const { return layer(w2_, l, config_.dim, config_.hidden_dim); }
+  MatrixRef<const float> w3(int l) const { return layer(w3_, l, config_.hidden_dim, config_.dim); }
+  const float* rms_att(int l) const { return layer(rms_att_, l, 1, config_.dim).data; }
+  const float* rms_ffn(int l) const { return layer(rms_ffn_, l, 1, config_.dim).data; }
+  const float* rms_final() const noexcept { return data_.data() + rms_final_; }
+
+ private:
+  MatrixRef<const float> mat(std::uint64_t at, Index rows, Index cols) const noexcept {
+    return MatrixRef<const float>::row_major(data_.data() + at, rows, cols);
+  }
+  MatrixRef<const float> layer(std::uint64_t at, int l, Index rows, Index cols) const {
+    GSQ_CHECK(l >= 0 && l < config_.n_layers, "llama2: layer ", l, " out of range [0, ",
+              config_.n_layers, ")");
+    return mat(at + static_cast<std::uint64_t>(l) * static_cast<std::uint64_t>(rows * cols), rows, cols);
+  }
+
+  Llama2Config config_;
+  std::vector<float> data_;
+  std::uint64_t token_embedding_ = 0, rms_att_ = 0, wq_ = 0, wk_ = 0, wv_ = 0, wo_ = 0,
+                rms_ffn_ = 0, w1_ = 0, w2_ = 0, w3_ = 0, rms_final_ = 0, wcls_ = 0;
+};
+
+}  // namespace gsq
