@@ -113,26 +113,44 @@ inline LineDequantizeFn line_dequantizer(Isa isa) noexcept {
   }
 }
 
-/// Copies one line of `src` into `out` (padded length, padding zeroed), widening to float.  With
-/// `zero_non_finite`, NaN and Inf become 0 and are counted.
+/// Copies lines [first, first + count) of `src` into `out` (line k at out + k * stride, padded
+/// with zeros to `padded`), widening to float.  Reads follow the source's fastest axis: line by line when the
+/// line is contiguous, otherwise position by position across the block of lines, so a
+/// row-major source grouped along rows is read row by row.  With `zero_non_finite`, NaN and Inf
+/// become 0; returns how many did.
 template <typename T>
-Index gather_line(MatrixRef<const T> src, const GseShape& shape, Index line, float* out,
-                  Index padded, bool zero_non_finite) noexcept {
+Index gather_lines(MatrixRef<const T> src, const GseShape& shape, Index first, Index count,
+                   float* out, Index stride, Index padded, bool zero_non_finite) noexcept {
   const Index len = shape.length();
-  const T* base = &src(shape.row_of(line, 0), shape.col_of(line, 0));
-  const Index step = shape.axis == Axis::kCols ? src.col_stride : src.row_stride;
-  Index non_finite = 0;
-  for (Index p = 0; p < len; ++p) {
-    float x = widen(base[p * step]);
-    if (zero_non_finite && (float_bits(x) & 0x7F800000u) == 0x7F800000u) {
-      x = 0.0f;
-      ++non_finite;
+  const Index pos_step = shape.axis == Axis::kCols ? src.col_stride : src.row_stride;
+  const Index line_step = shape.axis == Axis::kCols ? src.row_stride : src.col_stride;
+  const T* base = src.data + first * line_step;
+  if (pos_step == 1 || count == 1) {
+    for (Index l = 0; l < count; ++l) {
+      for (Index p = 0; p < len; ++p) out[l * stride + p] = widen(base[l * line_step + p * pos_step]);
     }
-    out[p] = x;
+  } else {
+    for (Index p = 0; p < len; ++p) {
+      for (Index l = 0; l < count; ++l) out[l * stride + p] = widen(base[l * line_step + p * pos_step]);
+    }
   }
-  std::fill(out + len, out + padded, 0.0f);
+  Index non_finite = 0;
+  for (Index l = 0; l < count; ++l) {
+    float* line = out + l * stride;
+    std::fill(line + len, line + padded, 0.0f);
+    if (!zero_non_finite) continue;
+    for (Index p = 0; p < len; ++p) {
+      if ((float_bits(line[p]) & 0x7F800000u) == 0x7F800000u) {
+        line[p] = 0.0f;
+        ++non_finite;
+      }
+    }
+  }
   return non_finite;
 }
+
+/// Lines gathered per block when the source is not read in place.
+inline constexpr Index kGatherBlock = 16;
 
 }  // namespace detail
 
@@ -170,36 +188,44 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
   }
 
   std::vector<std::int16_t> quantum(static_cast<std::size_t>(view.lines() * groups));
-  detail::AlignedVector<float> scratch(static_cast<std::size_t>(padded));
   const Index pos_step = axis == Axis::kCols ? src.col_stride : src.row_stride;
   const bool direct = std::is_same_v<T, float> && pos_step == 1 && len == padded;
+  const Index block = direct ? 0 : std::min(view.lines(), detail::kGatherBlock);
+  // Lines of a gathered block sit one cache line further apart than their length, so that
+  // writing a position across the block does not hit one cache set 16 times.
+  const Index stride = padded + 16;
+  detail::AlignedVector<float> scratch(static_cast<std::size_t>((block + 1) * stride));
+  float* line_scratch = scratch.data() + block * stride;  // for one line on the slow paths
 
-  for (Index line = 0; line < view.lines(); ++line) {
-    const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
-    std::int8_t* codes = dst.mutable_codes() + line * padded;
-    std::int16_t* q = quantum.data() + line * groups;
-    const float* x = scratch.data();
-    if constexpr (std::is_same_v<T, float>) {
-      if (direct) x = &src(shape.row_of(line, 0), shape.col_of(line, 0));
-    }
-    if (!direct) detail::gather_line(src, shape, line, scratch.data(), padded, false);
-    kernels::LineResult r = kernel(x, static_cast<int>(padded), key, 0, codes, q);
-    if (!r.finite) {
-      if (options.non_finite == NonFinitePolicy::kThrow) {
-        for (Index p = 0; p < len; ++p) {
-          const Index i = shape.row_of(line, p);
-          const Index j = shape.col_of(line, p);
-          const float v = detail::widen(src(i, j));
-          GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u, "quantize: ",
-                    std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
-                    " (NonFinitePolicy::kZero encodes non-finite values as 0)");
-        }
+  for (Index first = 0; first < view.lines(); first += std::max<Index>(block, 1)) {
+    const Index count = direct ? 1 : std::min(block, view.lines() - first);
+    if (!direct) detail::gather_lines(src, shape, first, count, scratch.data(), stride, padded, false);
+    for (Index line = first; line < first + count; ++line) {
+      const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
+      std::int8_t* codes = dst.mutable_codes() + line * padded;
+      std::int16_t* q = quantum.data() + line * groups;
+      const float* x = scratch.data() + (line - first) * stride;
+      if constexpr (std::is_same_v<T, float>) {
+        if (direct) x = &src(shape.row_of(line, 0), shape.col_of(line, 0));
       }
-      st.non_finite += detail::gather_line(src, shape, line, scratch.data(), padded, true);
-      r = kernel(scratch.data(), static_cast<int>(padded), key, 0, codes, q);
-      GSQ_DASSERT(r.finite);
+      kernels::LineResult r = kernel(x, static_cast<int>(padded), key, 0, codes, q);
+      if (!r.finite) {
+        if (options.non_finite == NonFinitePolicy::kThrow) {
+          for (Index p = 0; p < len; ++p) {
+            const Index i = shape.row_of(line, p);
+            const Index j = shape.col_of(line, p);
+            const float v = detail::widen(src(i, j));
+            GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u, "quantize: ",
+                      std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
+                      " (NonFinitePolicy::kZero encodes non-finite values as 0)");
+          }
+        }
+        st.non_finite += detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded, true);
+        r = kernel(line_scratch, static_cast<int>(padded), key, 0, codes, q);
+        GSQ_DASSERT(r.finite);
+      }
+      st.saturated += r.saturated;
     }
-    st.saturated += r.saturated;
   }
 
   // The offset T puts the largest group at E = 31 (format.hpp, step 2).
@@ -232,11 +258,11 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
       e = 0;
       ++st.clamped_groups;
       if (fetched_line != line) {
-        detail::gather_line(src, shape, line, scratch.data(), padded,
-                            options.non_finite == NonFinitePolicy::kZero);
+        detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded,
+                             options.non_finite == NonFinitePolicy::kZero);
         fetched_line = line;
       }
-      const float* x = scratch.data() + g * GroupSize;
+      const float* x = line_scratch + g * GroupSize;
       std::int8_t* codes = dst.mutable_codes() + line * padded + g * GroupSize;
       const auto pos = static_cast<std::uint32_t>(g * GroupSize);
       auto encode = [&](int s, std::int8_t* out) {
