@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "models.hpp"
 
 namespace {
 
@@ -74,12 +75,9 @@ TEST_CASE("llama2 checkpoints: truncated, padded and hostile images are rejected
 }
 
 TEST_CASE("llama2 checkpoints: the real stories260K", "[llama2][model]") {
-  const std::string path = "../shared/models/stories260K.bin";
-  std::ifstream probe(path);
-  const std::string alt = std::string(GSQ_SOURCE_DIR) + "/../shared/models/stories260K.bin";
-  std::ifstream probe2(alt);
-  if (!probe.good() && !probe2.good()) GSQ_SKIP("../shared/models/stories260K.bin is not present");
-  const auto w = gsq::Llama2Weights::load(probe.good() ? path : alt);
+  const std::string path = gsq::test::model_path("stories260K.bin");
+  if (path.empty()) GSQ_SKIP("stories260K.bin not found (set GSQ_MODELS_DIR); skipping");
+  const auto w = gsq::Llama2Weights::load(path);
   REQUIRE(w.config().dim == 64);
   REQUIRE(w.config().n_layers == 5);
   REQUIRE(w.config().vocab_size == 512);

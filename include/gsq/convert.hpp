@@ -165,7 +165,6 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
                    const QuantizeOptions& options = {}, ConversionStats* stats = nullptr) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, Bf16> || std::is_same_v<T, Fp16>,
                 "quantize reads float, gsq::Bf16 or gsq::Fp16");
-  using Format = GseFormat<Bits, GroupSize>;
   GSQ_CHECK(src.rows >= 0 && src.cols >= 0, "quantize: negative shape ", src.rows, "x", src.cols);
   GSQ_CHECK(src.data != nullptr || src.rows * src.cols == 0, "quantize: null data for a ",
             src.rows, "x", src.cols, " matrix");
@@ -234,7 +233,8 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
     if (q != kernels::kZeroGroup) q_max = std::max(q_max, int{q});
   }
   const int offset = q_max == INT_MIN ? 0 : q_max - kMaxGroupExponent;
-  GSQ_DASSERT(q_max == INT_MIN || (offset >= Format::kMinOffset && offset <= Format::kMaxOffset));
+  GSQ_DASSERT(q_max == INT_MIN || (offset >= GseFormat<Bits, GroupSize>::kMinOffset &&
+                                   offset <= GseFormat<Bits, GroupSize>::kMaxOffset));
   dst.set_offset(offset);
 
   // Exponents, and re-encoding of clamped groups at s = T (step 3), with the scalar reference

@@ -55,5 +55,6 @@ std::string cat(const Args&... args) {
     }                                                                                      \
   } while (0)
 #else
-#define GSQ_DASSERT(cond) ((void)0)
+// Unevaluated, so names used only in assertions still count as used.
+#define GSQ_DASSERT(cond) static_cast<void>(sizeof(!(cond)))
 #endif

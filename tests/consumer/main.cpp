@@ -1,0 +1,25 @@
+// main.cpp: a program that uses an installed gsq through find_package(gsq): quantize, pack,
+// unpack and dequantize one matrix, and check the result against the format's error bound.
+#include <gsq/gsq.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+int main() {
+  std::vector<float> x(8 * 40);
+  for (std::size_t k = 0; k < x.size(); ++k) x[k] = std::sin(0.37f * static_cast<float>(k));
+  const auto t = gsq::quantize<8>(gsq::MatrixRef<const float>::row_major(x.data(), 8, 40),
+                                  gsq::Axis::kCols);
+  const auto y = gsq::dequantize(gsq::PackedGseTensor<8>::pack(t).unpack());
+  for (std::size_t k = 0; k < x.size(); ++k) {
+    // |x| <= 1: the step is at most 2^-6, so nearest rounding errs by at most 2^-7.
+    if (std::fabs(x[k] - y[k]) > std::ldexp(1.0f, -7)) {
+      std::printf("consumer: element %zu: %g became %g\n", k, x[k], y[k]);
+      return 1;
+    }
+  }
+  std::printf("consumer: gsq %s, conversion ISA %s, round trip within bound\n", gsq::kVersion,
+              gsq::to_string(gsq::conversion_isa()));
+  return 0;
+}
