@@ -27,21 +27,26 @@ std::string error_of(F&& f) {
 template <int Bits, int G>
 void check_pack_roundtrip(Index rows, Index cols, Axis axis, std::uint32_t seed) {
   const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), seed, -40, 40);
-  const auto t = gsq::quantize<Bits, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
+  const auto t =
+      gsq::quantize<Bits, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
   const auto packed = gsq::PackedGseTensor<Bits, G>::pack(t);
   const auto u = packed.unpack();
   REQUIRE(u.offset() == t.offset());
   REQUIRE(u.axis() == t.axis());
   const auto tv = t.view(), uv = u.view();
-  REQUIRE(std::memcmp(tv.line_codes(0), uv.line_codes(0),
-                      static_cast<std::size_t>(tv.lines() * tv.padded_length())) == 0);
-  REQUIRE(std::memcmp(tv.line_exponents(0), uv.line_exponents(0),
-                      static_cast<std::size_t>(tv.lines() * tv.groups_per_line())) == 0);
+  if (!tv.empty()) {  // memcmp may not see the null data of an empty tensor
+    REQUIRE(std::memcmp(tv.line_codes(0), uv.line_codes(0),
+                        static_cast<std::size_t>(tv.lines() * tv.padded_length())) == 0);
+    REQUIRE(std::memcmp(tv.line_exponents(0), uv.line_exponents(0),
+                        static_cast<std::size_t>(tv.lines() * tv.groups_per_line())) == 0);
+  }
   // bytes(): exactly Bits per value and 5 bits per group, each stream rounded up to 64-bit words.
   const auto groups = static_cast<std::size_t>(tv.lines() * tv.groups_per_line());
-  const std::size_t words = (static_cast<std::size_t>(rows * cols) * Bits + 63) / 64 + (groups * 5 + 63) / 64;
+  const std::size_t words =
+      (static_cast<std::size_t>(rows * cols) * Bits + 63) / 64 + (groups * 5 + 63) / 64;
   REQUIRE(packed.bytes() == sizeof(packed) + 8 * words);
-  REQUIRE(t.bytes() == sizeof(t) + static_cast<std::size_t>(tv.lines() * tv.padded_length()) + groups);
+  REQUIRE(t.bytes() ==
+          sizeof(t) + static_cast<std::size_t>(tv.lines() * tv.padded_length()) + groups);
 }
 
 }  // namespace
@@ -62,9 +67,11 @@ TEST_CASE("pack and unpack are lossless for every width", "[tensor][packed]") {
 TEST_CASE("packed GSE-INT4 costs 4 + 5/32 bits per value", "[tensor][packed]") {
   const Index rows = 256, cols = 4096;
   std::vector<float> x(static_cast<std::size_t>(rows * cols), 0.5f);
-  const auto t = gsq::quantize<4>(MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kRows);
+  const auto t =
+      gsq::quantize<4>(MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kRows);
   const auto p = gsq::PackedGseTensor<4>::pack(t);
-  const double bits_per_value = 8.0 * static_cast<double>(p.bytes()) / static_cast<double>(rows * cols);
+  const double bits_per_value =
+      8.0 * static_cast<double>(p.bytes()) / static_cast<double>(rows * cols);
   INFO("bits per value: " << bits_per_value);
   REQUIRE(bits_per_value >= gsq::GseFormat<4>::kPackedBitsPerValue);
   REQUIRE(bits_per_value < gsq::GseFormat<4>::kPackedBitsPerValue + 0.001);
@@ -77,10 +84,12 @@ TEST_CASE("corrupt packed data is rejected, not decoded", "[tensor][packed][erro
   const auto p = gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 0);
   REQUIRE(error_of([&] { (void)p.unpack(); }) ==
           "PackedGseTensor: corrupt code -8 at row 0, column 0");
-  REQUIRE(error_of([&] { (void)gsq::PackedGseTensor<4>::from_words(words, 1, 17, Axis::kCols, 0); }) ==
-          "PackedGseTensor: a 1x17 tensor needs 3 words, got 2");
-  REQUIRE(error_of([&] { (void)gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 1000); })
-              .find("exponent offset 1000 is outside") != std::string::npos);
+  REQUIRE(error_of([&] {
+            (void)gsq::PackedGseTensor<4>::from_words(words, 1, 17, Axis::kCols, 0);
+          }) == "PackedGseTensor: a 1x17 tensor needs 3 words, got 2");
+  REQUIRE(error_of([&] {
+            (void)gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 1000);
+          }).find("exponent offset 1000 is outside") != std::string::npos);
 }
 
 TEST_CASE("raw parts are checked against the format", "[tensor][errors]") {
@@ -98,12 +107,13 @@ TEST_CASE("raw parts are checked against the format", "[tensor][errors]") {
           "GseView: code -128 at line 1, position 4 is outside the symmetric range +-127");
   codes[20] = 0;
   REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 2, 15, Axis::kCols, -10); }) ==
-          "GseView: code 1 at line 0, position 15 is padding and must be 0, not +-0");
+          "GseView: padding code 1 at line 0, position 15 must be 0");
   REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 3, 16, Axis::kCols, -10); }) ==
           "GseTensor::from_parts: a 3x16 tensor grouped along cols needs 48 codes and 3 exponents, "
           "got 32 and 2");
-  REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, 500); })
-              .find("exponent offset 500 is outside [") != std::string::npos);
+  REQUIRE(error_of([&] {
+            (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, 500);
+          }).find("exponent offset 500 is outside [") != std::string::npos);
   REQUIRE(error_of([&] { T t(-1, 3, Axis::kRows); }) == "GseTensor: negative shape -1x3");
 }
 
@@ -111,7 +121,8 @@ TEST_CASE("views: line blocks, element access and shape bookkeeping", "[tensor]"
   const Index rows = 70, cols = 50;
   const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), 9, -4, 4);
   for (Axis axis : {Axis::kCols, Axis::kRows}) {
-    const auto t = gsq::quantize<8, 32>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
+    const auto t =
+        gsq::quantize<8, 32>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
     const auto v = t.view();
     REQUIRE(v.lines() == (axis == Axis::kCols ? rows : cols));
     REQUIRE(v.length() == (axis == Axis::kCols ? cols : rows));
@@ -130,7 +141,8 @@ TEST_CASE("views: line blocks, element access and shape bookkeeping", "[tensor]"
     REQUIRE(error_of([&] { (void)v.line_block(v.lines() - 2, 3); }).find("out of range") !=
             std::string::npos);
     // A checked view over the tensor's own storage accepts it.
-    const auto c = gsq::GseView<8, 32>::checked(v.line_codes(0), v.line_exponents(0), rows, cols, axis, v.offset());
+    const auto c = gsq::GseView<8, 32>::checked(v.line_codes(0), v.line_exponents(0), rows, cols,
+                                                axis, v.offset());
     REQUIRE(c.value(3, 4) == v.value(3, 4));
   }
 }

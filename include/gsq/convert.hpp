@@ -310,6 +310,7 @@ void dequantize_into(const GseView<Bits, GroupSize>& src, MatrixRef<float> dst,
             dst.rows, "x", dst.cols, " but the tensor is ", src.rows(), "x", src.cols());
   const detail::LineDequantizeFn kernel =
       detail::line_dequantizer(detail::conversion_kernel_isa(isa));
+  if (src.empty()) return;
   const GseShape& shape = src.shape();
   const Index len = src.length();
   const Index pos_step = shape.axis == Axis::kCols ? dst.col_stride : dst.row_stride;

@@ -2,6 +2,7 @@
 // PackedGseTensor (Bits per value, for storage); MatrixRef for plain strided matrices.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -88,12 +89,14 @@ class GseView {
         GSQ_CHECK(e[g] <= kMaxGroupExponent, "GseView: group exponent ", int{e[g]}, " of line ",
                   line, ", group ", g, " exceeds the 5-bit field (0..31)");
       }
-      for (Index p = 0; p < view.padded_length(); ++p) {
-        const int limit = p < view.length() ? Format::kQMax : 0;
-        GSQ_CHECK(c[p] >= -limit && c[p] <= limit, "GseView: code ", int{c[p]}, " at line ", line,
-                  ", position ", p, p < view.length() ? " is outside the symmetric range +-"
-                                                      : " is padding and must be 0, not +-",
-                  limit);
+      for (Index p = 0; p < view.length(); ++p) {
+        GSQ_CHECK(c[p] >= -Format::kQMax && c[p] <= Format::kQMax, "GseView: code ", int{c[p]},
+                  " at line ", line, ", position ", p, " is outside the symmetric range +-",
+                  Format::kQMax);
+      }
+      for (Index p = view.length(); p < view.padded_length(); ++p) {
+        GSQ_CHECK(c[p] == 0, "GseView: padding code ", int{c[p]}, " at line ", line,
+                  ", position ", p, " must be 0");
       }
     }
     return view;
@@ -177,8 +180,8 @@ class GseTensor {
               to_string(axis), " needs ", t.codes_.size(), " codes and ", t.exponents_.size(),
               " exponents, got ", codes.size(), " and ", exponents.size());
     View::checked(codes.data(), exponents.data(), rows, cols, axis, offset);
-    std::memcpy(t.codes_.data(), codes.data(), codes.size());
-    std::memcpy(t.exponents_.data(), exponents.data(), exponents.size());
+    std::copy(codes.begin(), codes.end(), t.codes_.begin());
+    std::copy(exponents.begin(), exponents.end(), t.exponents_.begin());
     t.offset_ = offset;
     return t;
   }
