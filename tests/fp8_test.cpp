@@ -13,8 +13,13 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "testing.hpp"
 
 namespace {
+
+using gsq::test::contains;
+using gsq::test::error_message;
+using gsq::test::spread_matrix;
 
 using gsq::Fp8E4M3;
 using gsq::Fp8E5M2;
@@ -136,35 +141,6 @@ std::uint64_t count_mismatches(std::uint64_t begin, std::uint64_t end, std::uint
     }
   }
   return bad;
-}
-
-std::string error_message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
-// A matrix with a wide spread of magnitudes and signs, rows x cols with leading dimension ld.
-// The padding between cols and ld holds NaN, which the quantizers must never read.
-std::vector<float> spread_matrix(std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t ld,
-                                 unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> octave(-24, 6);
-  std::vector<float> m(static_cast<std::size_t>(rows * ld), std::nanf(""));
-  for (std::ptrdiff_t r = 0; r < rows; ++r) {
-    for (std::ptrdiff_t c = 0; c < cols; ++c) {
-      m[static_cast<std::size_t>(r * ld + c)] = std::ldexp(normal(rng), octave(rng));
-    }
-  }
-  return m;
 }
 
 }  // namespace

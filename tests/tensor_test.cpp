@@ -5,24 +5,17 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "testing.hpp"
 #include "gsq/convert.hpp"
 #include "reference.hpp"
 
 namespace {
 
+using gsq::test::error_message;
+
 using gsq::Axis;
 using gsq::Index;
 using gsq::MatrixRef;
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "no exception";
-}
 
 template <int Bits, int G>
 void check_pack_roundtrip(Index rows, Index cols, Axis axis, std::uint32_t seed) {
@@ -82,12 +75,12 @@ TEST_CASE("corrupt packed data is rejected, not decoded", "[tensor][packed][erro
   std::vector<std::uint64_t> words(2, 0);
   words[0] = 0x8;  // value 0 is the 4-bit pattern 1000 = -8, outside [-7, 7]
   const auto p = gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 0);
-  REQUIRE(error_of([&] { (void)p.unpack(); }) ==
+  REQUIRE(error_message([&] { (void)p.unpack(); }) ==
           "PackedGseTensor: corrupt code -8 at row 0, column 0");
-  REQUIRE(error_of([&] {
+  REQUIRE(error_message([&] {
             (void)gsq::PackedGseTensor<4>::from_words(words, 1, 17, Axis::kCols, 0);
           }) == "PackedGseTensor: a 1x17 tensor needs 3 words, got 2");
-  REQUIRE(error_of([&] {
+  REQUIRE(error_message([&] {
             (void)gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 1000);
           }).find("exponent offset 1000 is outside") != std::string::npos);
 }
@@ -99,22 +92,22 @@ TEST_CASE("raw parts are checked against the format", "[tensor][errors]") {
   const T ok = T::from_parts(codes, exps, 2, 16, Axis::kCols, -10);
   REQUIRE(ok.value(1, 15) == std::ldexp(1.0f, -7));
   exps[1] = 32;
-  REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, -10); }) ==
+  REQUIRE(error_message([&] { (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, -10); }) ==
           "GseView: group exponent 32 of line 1, group 0 exceeds the 5-bit field (0..31)");
   exps[1] = 31;
   codes[20] = -128;
-  REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, -10); }) ==
+  REQUIRE(error_message([&] { (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, -10); }) ==
           "GseView: code -128 at line 1, position 4 is outside the symmetric range +-127");
   codes[20] = 0;
-  REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 2, 15, Axis::kCols, -10); }) ==
+  REQUIRE(error_message([&] { (void)T::from_parts(codes, exps, 2, 15, Axis::kCols, -10); }) ==
           "GseView: padding code 1 at line 0, position 15 must be 0");
-  REQUIRE(error_of([&] { (void)T::from_parts(codes, exps, 3, 16, Axis::kCols, -10); }) ==
+  REQUIRE(error_message([&] { (void)T::from_parts(codes, exps, 3, 16, Axis::kCols, -10); }) ==
           "GseTensor::from_parts: a 3x16 tensor grouped along cols needs 48 codes and 3 exponents, "
           "got 32 and 2");
-  REQUIRE(error_of([&] {
+  REQUIRE(error_message([&] {
             (void)T::from_parts(codes, exps, 2, 16, Axis::kCols, 500);
           }).find("exponent offset 500 is outside [") != std::string::npos);
-  REQUIRE(error_of([&] { T t(-1, 3, Axis::kRows); }) == "GseTensor: negative shape -1x3");
+  REQUIRE(error_message([&] { T t(-1, 3, Axis::kRows); }) == "GseTensor: negative shape -1x3");
 }
 
 TEST_CASE("views: line blocks, element access and shape bookkeeping", "[tensor]") {
@@ -138,7 +131,7 @@ TEST_CASE("views: line blocks, element access and shape bookkeeping", "[tensor]"
         REQUIRE(block.value(i, j) == v.value(gi, gj));
       }
     }
-    REQUIRE(error_of([&] { (void)v.line_block(v.lines() - 2, 3); }).find("out of range") !=
+    REQUIRE(error_message([&] { (void)v.line_block(v.lines() - 2, 3); }).find("out of range") !=
             std::string::npos);
     // A checked view over the tensor's own storage accepts it.
     const auto c = gsq::GseView<8, 32>::checked(v.line_codes(0), v.line_exponents(0), rows, cols,

@@ -1,0 +1,44 @@
+// testing.hpp: small helpers shared by the test files.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gsq::test {
+
+/// The message of the std::invalid_argument that `fn` throws, or "(no exception)".
+inline std::string error_message(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+
+inline bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+/// A matrix with a wide spread of magnitudes and signs, rows x cols with leading dimension ld.
+/// The padding between cols and ld holds NaN, which a quantizer must never read.
+inline std::vector<float> spread_matrix(std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                        std::ptrdiff_t ld, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> octave(-24, 6);
+  std::vector<float> m(static_cast<std::size_t>(rows * ld), std::nanf(""));
+  for (std::ptrdiff_t r = 0; r < rows; ++r) {
+    for (std::ptrdiff_t c = 0; c < cols; ++c) {
+      m[static_cast<std::size_t>(r * ld + c)] = std::ldexp(normal(rng), octave(rng));
+    }
+  }
+  return m;
+}
+
+}  // namespace gsq::test
