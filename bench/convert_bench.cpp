@@ -49,9 +49,10 @@ void BM_Quantize8(benchmark::State& state) {
     ++opt.seed;
   }
   state.SetItemsProcessed(state.iterations() * rows * cols);
-  state.SetBytesProcessed(state.iterations() * rows * cols * static_cast<std::int64_t>(sizeof(float)));
-  state.SetLabel(std::string(gsq::to_string(isa)) + " " + gsq::to_string(opt.rounding) + " groups along " +
-                 gsq::to_string(axis));
+  state.SetBytesProcessed(state.iterations() * rows * cols *
+                          static_cast<std::int64_t>(sizeof(float)));
+  state.SetLabel(std::string(gsq::to_string(isa)) + " " + gsq::to_string(opt.rounding) +
+                 " groups along " + gsq::to_string(axis));
 }
 
 void BM_Dequantize8(benchmark::State& state) {
@@ -62,14 +63,16 @@ void BM_Dequantize8(benchmark::State& state) {
     return;
   }
   const auto& x = input(rows * cols);
-  const auto t = gsq::quantize<8>(gsq::MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kCols);
+  const auto t =
+      gsq::quantize<8>(gsq::MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kCols);
   std::vector<float> y(x.size());
   for (auto _ : state) {
     gsq::dequantize_into(t.view(), gsq::MatrixRef<float>::row_major(y.data(), rows, cols), isa);
     benchmark::DoNotOptimize(y.data());
   }
   state.SetItemsProcessed(state.iterations() * rows * cols);
-  state.SetBytesProcessed(state.iterations() * rows * cols * static_cast<std::int64_t>(sizeof(float)));
+  state.SetBytesProcessed(state.iterations() * rows * cols *
+                          static_cast<std::int64_t>(sizeof(float)));
   state.SetLabel(gsq::to_string(isa));
 }
 
@@ -109,7 +112,8 @@ constexpr auto kCols = static_cast<std::int64_t>(Axis::kCols);
 constexpr auto kRows = static_cast<std::int64_t>(Axis::kRows);
 
 void shapes(benchmark::internal::Benchmark* b, bool quantize) {
-  for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{256, 1024}, {4096, 4096}}) {
+  for (const auto& [rows, cols] :
+       {std::pair<std::int64_t, std::int64_t>{256, 1024}, {4096, 4096}}) {
     for (const Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
       const auto i = static_cast<std::int64_t>(isa);
       if (!quantize) {

@@ -39,8 +39,8 @@ double sqnr_db(const std::vector<float>& x, const std::vector<float>& y) {
 
 template <int Bits, int G = 32>
 std::vector<float> gse(const Data& d) {
-  const auto t = gsq::quantize<Bits, G>(MatrixRef<const float>::row_major(d.x.data(), d.rows, d.cols),
-                                        gsq::Axis::kCols);
+  const auto t = gsq::quantize<Bits, G>(
+      MatrixRef<const float>::row_major(d.x.data(), d.rows, d.cols), gsq::Axis::kCols);
   return gsq::dequantize(t);
 }
 template <typename F>
@@ -103,7 +103,8 @@ void group_sweep_row(const char* name, const Data& d) {
 }
 
 /// Concatenates every layer's matrix of one kind into a single rows x in matrix.
-Data layers(const gsq::Llama2Weights& w, MatrixRef<const float> (gsq::Llama2Weights::*m)(int) const) {
+Data layers(const gsq::Llama2Weights& w,
+            MatrixRef<const float> (gsq::Llama2Weights::*m)(int) const) {
   Data d;
   for (int l = 0; l < w.config().n_layers; ++l) {
     const auto a = (w.*m)(l);
@@ -118,10 +119,11 @@ Data layers(const gsq::Llama2Weights& w, MatrixRef<const float> (gsq::Llama2Weig
 
 int main(int argc, char** argv) {
   std::printf("# gsq quantization report\n\n");
-  std::printf("SQNR in dB = 10 log10(sum x^2 / sum (x - x^)^2), higher is better. GSE: groups of 32\n"
-              "along each row, nearest-even rounding, conversion ISA: %s. FP8 and INT8 use one\n"
-              "scale per tensor (amax -> max finite). Synthetic sets: 256 x 4096 values, seed 42.\n\n",
-              gsq::to_string(gsq::conversion_isa()));
+  std::printf(
+      "SQNR in dB = 10 log10(sum x^2 / sum (x - x^)^2), higher is better. GSE: groups of 32\n"
+      "along each row, nearest-even rounding, conversion ISA: %s. FP8 and INT8 use one\n"
+      "scale per tensor (amax -> max finite). Synthetic sets: 256 x 4096 values, seed 42.\n\n",
+      gsq::to_string(gsq::conversion_isa()));
 
   std::normal_distribution<double> normal;
   std::exponential_distribution<double> expo;
@@ -152,15 +154,17 @@ int main(int argc, char** argv) {
   try {
     w = gsq::Llama2Weights::load(path);
   } catch (const std::invalid_argument& e) {
-    std::printf("Skipped: %s.\nstories260K.bin (MIT) is at https://huggingface.co/karpathy/tinyllamas"
-                " (stories260K/); pass its path as the first argument.\n",
-                e.what());
+    std::printf(
+        "Skipped: %s.\nstories260K.bin (MIT) is at https://huggingface.co/karpathy/tinyllamas"
+        " (stories260K/); pass its path as the first argument.\n",
+        e.what());
     return 0;
   }
   const auto& c = w.config();
-  std::printf("dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d. Each kind concatenates\n"
-              "all layers (out x in, groups along in); per-tensor scales are per kind.\n\n",
-              c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size);
+  std::printf(
+      "dim %d, hidden %d, %d layers, %d heads (%d kv), vocab %d. Each kind concatenates\n"
+      "all layers (out x in, groups along in); per-tensor scales are per kind.\n\n",
+      c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size);
   const auto emb = w.token_embedding();
   Data e{std::vector<float>(emb.data, emb.data + emb.rows * emb.cols), emb.rows, emb.cols};
   using W = gsq::Llama2Weights;

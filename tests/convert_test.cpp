@@ -110,7 +110,8 @@ TEST_CASE("every bf16 and fp16 bit pattern quantizes as the float definition say
                                    opt, &stats);
         }
         const auto ref = gsq::test::ref_quantize(one, 1, 1, Axis::kCols, 8, 32, rounding);
-        if (t.code(0, 0) != ref.codes[0] || (x[k] != 0 && t.view().quantum(0, 0) != ref.quantum[0])) {
+        if (t.code(0, 0) != ref.codes[0] ||
+            (x[k] != 0 && t.view().quantum(0, 0) != ref.quantum[0])) {
           INFO("pattern 0x" << std::hex << patterns[k] << std::dec << " = " << x[k]);
           REQUIRE(int{t.code(0, 0)} == ref.codes[0]);
           REQUIRE(t.view().quantum(0, 0) == ref.quantum[0]);
@@ -148,10 +149,14 @@ TEST_CASE("bf16 and fp16 inputs quantize exactly like their float32 widening", "
   opt.rounding = Rounding::kStochastic;
   opt.seed = 99;
   for (Axis axis : {Axis::kCols, Axis::kRows}) {
-    const auto tb = gsq::quantize<6>(MatrixRef<const gsq::Bf16>::row_major(b.data(), rows, cols), axis, opt);
-    const auto tf = gsq::quantize<6>(MatrixRef<const float>::row_major(wb.data(), rows, cols), axis, opt);
-    const auto th = gsq::quantize<6>(MatrixRef<const gsq::Fp16>::row_major(h.data(), rows, cols), axis, opt);
-    const auto tg = gsq::quantize<6>(MatrixRef<const float>::row_major(wh.data(), rows, cols), axis, opt);
+    const auto tb =
+        gsq::quantize<6>(MatrixRef<const gsq::Bf16>::row_major(b.data(), rows, cols), axis, opt);
+    const auto tf =
+        gsq::quantize<6>(MatrixRef<const float>::row_major(wb.data(), rows, cols), axis, opt);
+    const auto th =
+        gsq::quantize<6>(MatrixRef<const gsq::Fp16>::row_major(h.data(), rows, cols), axis, opt);
+    const auto tg =
+        gsq::quantize<6>(MatrixRef<const float>::row_major(wh.data(), rows, cols), axis, opt);
     REQUIRE(tb.offset() == tf.offset());
     REQUIRE(th.offset() == tg.offset());
     for (Index i = 0; i < rows; ++i) {
@@ -175,8 +180,8 @@ TEST_CASE("round trip error is within the bound the format gives", "[convert]") 
     gsq::QuantizeOptions opt;
     opt.rounding = rounding;
     opt.seed = 5;
-    const auto t = gsq::quantize<5>(MatrixRef<const float>::row_major(x.data(), rows, cols),
-                                    Axis::kCols, opt);
+    const auto t =
+        gsq::quantize<5>(MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kCols, opt);
     const auto y = gsq::dequantize(t);
     const bool nearest = rounding == Rounding::kNearestEven || rounding == Rounding::kNearestAway;
     for (Index i = 0; i < rows; ++i) {
@@ -339,8 +344,8 @@ TEST_CASE("edge groups follow the format policy", "[convert][edge]") {
   SECTION("extreme exponents: FLT_MAX saturates, the smallest subnormal is exact") {
     const float big[2] = {std::numeric_limits<float>::max(), -1.5f};
     gsq::ConversionStats stats;
-    const T8 t = gsq::quantize<8>(MatrixRef<const float>::row_major(big, 1, 2), Axis::kCols, {},
-                                  &stats);
+    const T8 t =
+        gsq::quantize<8>(MatrixRef<const float>::row_major(big, 1, 2), Axis::kCols, {}, &stats);
     REQUIRE(stats.saturated == 1);
     REQUIRE(t.code(0, 0) == 127);
     REQUIRE(t.offset() == gsq::GseFormat<8>::kMaxOffset);
@@ -356,7 +361,8 @@ TEST_CASE("edge groups follow the format policy", "[convert][edge]") {
     std::vector<float> small(x.size());
     for (std::size_t k = 0; k < x.size(); ++k) small[k] = std::ldexp(x[k], -27);  // ~1e-8
     const T8 a = gsq::quantize<8>(MatrixRef<const float>::row_major(x.data(), 50, 64), Axis::kCols);
-    const T8 b = gsq::quantize<8>(MatrixRef<const float>::row_major(small.data(), 50, 64), Axis::kCols);
+    const T8 b =
+        gsq::quantize<8>(MatrixRef<const float>::row_major(small.data(), 50, 64), Axis::kCols);
     REQUIRE(b.offset() == a.offset() - 27);
     for (Index i = 0; i < 50; ++i) {
       for (Index j = 0; j < 64; ++j) REQUIRE(a.code(i, j) == b.code(i, j));
@@ -378,10 +384,12 @@ TEST_CASE("edge groups follow the format policy", "[convert][edge]") {
   }
   SECTION("empty tensors") {
     gsq::ConversionStats stats;
-    const T8 a = gsq::quantize<8>(MatrixRef<const float>::row_major(nullptr, 0, 5), Axis::kCols, {}, &stats);
+    const T8 a =
+        gsq::quantize<8>(MatrixRef<const float>::row_major(nullptr, 0, 5), Axis::kCols, {}, &stats);
     REQUIRE(stats.groups == 0);
     REQUIRE(a.rows() == 0);
-    const T8 b = gsq::quantize<8>(MatrixRef<const float>::row_major(nullptr, 5, 0), Axis::kCols, {}, &stats);
+    const T8 b =
+        gsq::quantize<8>(MatrixRef<const float>::row_major(nullptr, 5, 0), Axis::kCols, {}, &stats);
     REQUIRE(b.view().groups_per_line() == 0);
     REQUIRE(gsq::dequantize(b).empty());
   }
@@ -399,9 +407,12 @@ TEST_CASE("strided sources: column-major and kRows agree with the transposed kCo
   gsq::QuantizeOptions opt;
   opt.rounding = Rounding::kStochastic;
   opt.seed = 3;
-  const auto a = gsq::quantize<7>(MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kRows, opt);
-  const auto b = gsq::quantize<7>(MatrixRef<const float>::col_major(xt.data(), rows, cols), Axis::kRows, opt);
-  const auto c = gsq::quantize<7>(MatrixRef<const float>::row_major(xt.data(), cols, rows), Axis::kCols, opt);
+  const auto a =
+      gsq::quantize<7>(MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kRows, opt);
+  const auto b =
+      gsq::quantize<7>(MatrixRef<const float>::col_major(xt.data(), rows, cols), Axis::kRows, opt);
+  const auto c =
+      gsq::quantize<7>(MatrixRef<const float>::row_major(xt.data(), cols, rows), Axis::kCols, opt);
   REQUIRE(a.offset() == b.offset());
   REQUIRE(a.offset() == c.offset());
   for (Index i = 0; i < rows; ++i) {
@@ -414,7 +425,8 @@ TEST_CASE("strided sources: column-major and kRows agree with the transposed kCo
   std::vector<float> out(static_cast<std::size_t>(rows * cols * 2), -1.0f);
   gsq::dequantize_into(a.view(), MatrixRef<float>::col_major(out.data(), rows, cols, 2 * rows));
   for (Index i = 0; i < rows; ++i) {
-    for (Index j = 0; j < cols; ++j) REQUIRE(out[static_cast<std::size_t>(j * 2 * rows + i)] == a.value(i, j));
+    for (Index j = 0; j < cols; ++j)
+      REQUIRE(out[static_cast<std::size_t>(j * 2 * rows + i)] == a.value(i, j));
   }
 }
 

@@ -17,7 +17,8 @@ TEST_CASE("Eigen inputs of any storage order quantize like the raw data", "[eige
     const Eigen::Map<const Eigen::MatrixXf> map(m.data(), m.rows(), m.cols());
     const auto d = gsq::quantize<8>(map, axis);
     const auto e = gsq::quantize<8>((2.0f * m).transpose().transpose(), axis);  // an expression
-    const auto raw = gsq::quantize<8>(gsq::MatrixRef<const float>::col_major(m.data(), 37, 70), axis);
+    const auto raw =
+        gsq::quantize<8>(gsq::MatrixRef<const float>::col_major(m.data(), 37, 70), axis);
     REQUIRE(e.offset() == raw.offset() + 1);
     for (Eigen::Index i = 0; i < m.rows(); ++i) {
       for (Eigen::Index j = 0; j < m.cols(); ++j) {

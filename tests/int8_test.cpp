@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "testing.hpp"
 #include "reference.hpp"
+#include "testing.hpp"
 
 namespace {
 

@@ -32,8 +32,8 @@ std::string error_of(const std::vector<unsigned char>& b) {
 }
 
 // dim 8, hidden 12, 2 layers, 2 heads, 1 kv head, vocab 10, seq_len 4: head 4, kv_dim 4.
-constexpr std::size_t kFloats = 10 * 8 + 2 * 8 + 2 * 64 + 2 * 2 * 8 * 4 + 2 * 64 + 2 * 8 +
-                                3 * 2 * 12 * 8 + 8 + 4 * 4;
+constexpr std::size_t kFloats =
+    10 * 8 + 2 * 8 + 2 * 64 + 2 * 2 * 8 * 4 + 2 * 64 + 2 * 8 + 3 * 2 * 12 * 8 + 8 + 4 * 4;
 
 }  // namespace
 
@@ -54,7 +54,8 @@ TEST_CASE("llama2 checkpoints: layout of a generated image", "[llama2]") {
   REQUIRE(wu.classifier().data[0] == static_cast<float>(kFloats));
 }
 
-TEST_CASE("llama2 checkpoints: truncated, padded and hostile images are rejected", "[llama2][errors]") {
+TEST_CASE("llama2 checkpoints: truncated, padded and hostile images are rejected",
+          "[llama2][errors]") {
   auto b = image({8, 12, 2, 2, 1, 10, 4}, kFloats);
   REQUIRE(error_of(std::vector<unsigned char>(b.begin(), b.begin() + 20)) ==
           "llama2: file holds 20 bytes, less than the 28-byte header (7 int32)");

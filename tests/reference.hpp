@@ -24,9 +24,12 @@ inline double round_as(double v, Rounding rounding) {
       if (d < 0.5) return fl;
       return std::fmod(fl, 2.0) == 0.0 ? fl : fl + 1;
     }
-    case Rounding::kNearestAway: return std::round(v);
-    case Rounding::kTowardZero: return std::trunc(v);
-    case Rounding::kStochastic: break;
+    case Rounding::kNearestAway:
+      return std::round(v);
+    case Rounding::kTowardZero:
+      return std::trunc(v);
+    case Rounding::kStochastic:
+      break;
   }
   return NAN;
 }
@@ -55,7 +58,8 @@ inline RefGse ref_quantize(const std::vector<float>& x, long rows, long cols, Ax
     for (long g = 0; g < groups; ++g) {
       double amax = 0;
       for (long p = g * group; p < std::min(len, (g + 1) * group); ++p) {
-        amax = std::max(amax, std::fabs(static_cast<double>(x[static_cast<std::size_t>(at(l, p))])));
+        amax =
+            std::max(amax, std::fabs(static_cast<double>(x[static_cast<std::size_t>(at(l, p))])));
       }
       if (amax == 0) continue;
       const int qg = std::ilogb(amax) - (bits - 2);
@@ -98,10 +102,18 @@ inline std::vector<float> mixed_data(std::size_t n, std::uint32_t seed, int lo =
   std::vector<float> x(n);
   for (auto& v : x) {
     switch (kind(rng)) {
-      case 0: v = 0.0f; break;
-      case 1: v = std::ldexp(static_cast<float>(kind(rng) + 1), -140); break;     // subnormal
-      case 2: v = std::ldexp(static_cast<float>(2 * kind(rng) + 1), binade(rng) - 8); break;  // tie-prone
-      default: v = std::ldexp(normal(rng), binade(rng)); break;
+      case 0:
+        v = 0.0f;
+        break;
+      case 1:
+        v = std::ldexp(static_cast<float>(kind(rng) + 1), -140);
+        break;  // subnormal
+      case 2:
+        v = std::ldexp(static_cast<float>(2 * kind(rng) + 1), binade(rng) - 8);
+        break;  // tie-prone
+      default:
+        v = std::ldexp(normal(rng), binade(rng));
+        break;
     }
   }
   return x;

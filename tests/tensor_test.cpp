@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "testing.hpp"
 #include "gsq/convert.hpp"
 #include "reference.hpp"
+#include "testing.hpp"
 
 namespace {
 

@@ -27,8 +27,8 @@ inline bool contains(const std::string& text, const std::string& part) {
 
 /// A matrix with a wide spread of magnitudes and signs, rows x cols with leading dimension ld.
 /// The padding between cols and ld holds NaN, which a quantizer must never read.
-inline std::vector<float> spread_matrix(std::ptrdiff_t rows, std::ptrdiff_t cols,
-                                        std::ptrdiff_t ld, unsigned seed) {
+inline std::vector<float> spread_matrix(std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t ld,
+                                        unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int> octave(-24, 6);

@@ -80,9 +80,12 @@ inline Isa conversion_kernel_isa(const std::optional<Isa>& requested) {
   GSQ_CHECK(cpu_supports(*requested), "conversion: ISA ", to_string(*requested),
             " is not available on this CPU (or is ruled out by GSQ_ISA)");
   switch (*requested) {
-    case Isa::kAvx512Vnni: return Isa::kAvx512;
-    case Isa::kNeonDot: return Isa::kNeon;
-    default: return *requested;
+    case Isa::kAvx512Vnni:
+      return Isa::kAvx512;
+    case Isa::kNeonDot:
+      return Isa::kNeon;
+    default:
+      return *requested;
   }
 }
 
@@ -90,32 +93,40 @@ template <int Bits, int GroupSize>
 LineQuantizeFn line_quantizer(Isa isa, Rounding rounding) noexcept {
   switch (isa) {
 #if GSQ_X86
-    case Isa::kAvx2: return line_quantizer_for<Bits, GroupSize, Isa::kAvx2>(rounding);
-    case Isa::kAvx512: return line_quantizer_for<Bits, GroupSize, Isa::kAvx512>(rounding);
+    case Isa::kAvx2:
+      return line_quantizer_for<Bits, GroupSize, Isa::kAvx2>(rounding);
+    case Isa::kAvx512:
+      return line_quantizer_for<Bits, GroupSize, Isa::kAvx512>(rounding);
 #endif
 #if GSQ_ARM64
-    case Isa::kNeon: return line_quantizer_for<Bits, GroupSize, Isa::kNeon>(rounding);
+    case Isa::kNeon:
+      return line_quantizer_for<Bits, GroupSize, Isa::kNeon>(rounding);
 #endif
-    default: return line_quantizer_for<Bits, GroupSize, Isa::kScalar>(rounding);
+    default:
+      return line_quantizer_for<Bits, GroupSize, Isa::kScalar>(rounding);
   }
 }
 
 inline LineDequantizeFn line_dequantizer(Isa isa) noexcept {
   switch (isa) {
 #if GSQ_X86
-    case Isa::kAvx2: return &kernels::LineKernels<Isa::kAvx2>::dequantize;
-    case Isa::kAvx512: return &kernels::LineKernels<Isa::kAvx512>::dequantize;
+    case Isa::kAvx2:
+      return &kernels::LineKernels<Isa::kAvx2>::dequantize;
+    case Isa::kAvx512:
+      return &kernels::LineKernels<Isa::kAvx512>::dequantize;
 #endif
 #if GSQ_ARM64
-    case Isa::kNeon: return &kernels::LineKernels<Isa::kNeon>::dequantize;
+    case Isa::kNeon:
+      return &kernels::LineKernels<Isa::kNeon>::dequantize;
 #endif
-    default: return &kernels::LineKernels<Isa::kScalar>::dequantize;
+    default:
+      return &kernels::LineKernels<Isa::kScalar>::dequantize;
   }
 }
 
 /// Copies lines [first, first + count) of `src` into `out` (line k at out + k * stride, padded
-/// with zeros to `padded`), widening to float.  Reads follow the source's fastest axis: line by line when the
-/// line is contiguous, otherwise position by position across the block of lines, so a
+/// with zeros to `padded`), widening to float.  Reads follow the source's fastest axis: line by
+/// line when the line is contiguous, otherwise position by position across the block of lines, so a
 /// row-major source grouped along rows is read row by row.  With `zero_non_finite`, NaN and Inf
 /// become 0; returns how many did.
 template <typename T>
@@ -127,11 +138,13 @@ Index gather_lines(MatrixRef<const T> src, const GseShape& shape, Index first, I
   const T* base = src.data + first * line_step;
   if (pos_step == 1 || count == 1) {
     for (Index l = 0; l < count; ++l) {
-      for (Index p = 0; p < len; ++p) out[l * stride + p] = widen(base[l * line_step + p * pos_step]);
+      for (Index p = 0; p < len; ++p)
+        out[l * stride + p] = widen(base[l * line_step + p * pos_step]);
     }
   } else {
     for (Index p = 0; p < len; ++p) {
-      for (Index l = 0; l < count; ++l) out[l * stride + p] = widen(base[l * line_step + p * pos_step]);
+      for (Index l = 0; l < count; ++l)
+        out[l * stride + p] = widen(base[l * line_step + p * pos_step]);
     }
   }
   Index non_finite = 0;
@@ -166,14 +179,13 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, Bf16> || std::is_same_v<T, Fp16>,
                 "quantize reads float, gsq::Bf16 or gsq::Fp16");
   GSQ_CHECK(src.rows >= 0 && src.cols >= 0, "quantize: negative shape ", src.rows, "x", src.cols);
-  GSQ_CHECK(src.data != nullptr || src.rows * src.cols == 0, "quantize: null data for a ",
-            src.rows, "x", src.cols, " matrix");
+  GSQ_CHECK(src.data != nullptr || src.rows * src.cols == 0, "quantize: null data for a ", src.rows,
+            "x", src.cols, " matrix");
   const GseShape shape{src.rows, src.cols, axis};
   GSQ_CHECK(shape.length() <= INT_MAX - 4096, "quantize: lines of ", shape.length(),
             " values are longer than supported (2^31 - 4096)");
-  const detail::LineQuantizeFn kernel =
-      detail::line_quantizer<Bits, GroupSize>(detail::conversion_kernel_isa(options.isa),
-                                              options.rounding);
+  const detail::LineQuantizeFn kernel = detail::line_quantizer<Bits, GroupSize>(
+      detail::conversion_kernel_isa(options.isa), options.rounding);
   dst.reshape(src.rows, src.cols, axis);
   const auto view = dst.view();
   const Index len = view.length();
@@ -198,7 +210,8 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
 
   for (Index first = 0; first < view.lines(); first += std::max<Index>(block, 1)) {
     const Index count = direct ? 1 : std::min(block, view.lines() - first);
-    if (!direct) detail::gather_lines(src, shape, first, count, scratch.data(), stride, padded, false);
+    if (!direct)
+      detail::gather_lines(src, shape, first, count, scratch.data(), stride, padded, false);
     for (Index line = first; line < first + count; ++line) {
       const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
       std::int8_t* codes = dst.mutable_codes() + line * padded;
@@ -214,12 +227,13 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
             const Index i = shape.row_of(line, p);
             const Index j = shape.col_of(line, p);
             const float v = detail::widen(src(i, j));
-            GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u, "quantize: ",
-                      std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
+            GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u,
+                      "quantize: ", std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
                       " (NonFinitePolicy::kZero encodes non-finite values as 0)");
           }
         }
-        st.non_finite += detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded, true);
+        st.non_finite +=
+            detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded, true);
         r = kernel(line_scratch, static_cast<int>(padded), key, 0, codes, q);
         GSQ_DASSERT(r.finite);
       }
@@ -268,13 +282,17 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
       auto encode = [&](int s, std::int8_t* out) {
         switch (options.rounding) {
           case Rounding::kNearestEven:
-            return kernels::encode_values<Bits, Rounding::kNearestEven>(x, GroupSize, s, key, pos, out);
+            return kernels::encode_values<Bits, Rounding::kNearestEven>(x, GroupSize, s, key, pos,
+                                                                        out);
           case Rounding::kNearestAway:
-            return kernels::encode_values<Bits, Rounding::kNearestAway>(x, GroupSize, s, key, pos, out);
+            return kernels::encode_values<Bits, Rounding::kNearestAway>(x, GroupSize, s, key, pos,
+                                                                        out);
           case Rounding::kTowardZero:
-            return kernels::encode_values<Bits, Rounding::kTowardZero>(x, GroupSize, s, key, pos, out);
+            return kernels::encode_values<Bits, Rounding::kTowardZero>(x, GroupSize, s, key, pos,
+                                                                       out);
           case Rounding::kStochastic:
-            return kernels::encode_values<Bits, Rounding::kStochastic>(x, GroupSize, s, key, pos, out);
+            return kernels::encode_values<Bits, Rounding::kStochastic>(x, GroupSize, s, key, pos,
+                                                                       out);
         }
         return 0;
       };
@@ -316,7 +334,8 @@ void dequantize_into(const GseView<Bits, GroupSize>& src, MatrixRef<float> dst,
   const Index pos_step = shape.axis == Axis::kCols ? dst.col_stride : dst.row_stride;
   detail::AlignedVector<float> scratch(pos_step == 1 ? 0 : static_cast<std::size_t>(len));
   for (Index line = 0; line < src.lines(); ++line) {
-    float* out = pos_step == 1 ? &dst(shape.row_of(line, 0), shape.col_of(line, 0)) : scratch.data();
+    float* out =
+        pos_step == 1 ? &dst(shape.row_of(line, 0), shape.col_of(line, 0)) : scratch.data();
     const std::int8_t* codes = src.line_codes(line);
     for (Index g = 0; g * GroupSize < len; ++g) {
       const Index begin = g * GroupSize;

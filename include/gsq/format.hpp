@@ -133,10 +133,14 @@ constexpr const char* to_string(Axis axis) noexcept {
 }
 constexpr const char* to_string(Rounding rounding) noexcept {
   switch (rounding) {
-    case Rounding::kNearestEven: return "nearest-even";
-    case Rounding::kNearestAway: return "nearest-away";
-    case Rounding::kTowardZero: return "toward-zero";
-    case Rounding::kStochastic: return "stochastic";
+    case Rounding::kNearestEven:
+      return "nearest-even";
+    case Rounding::kNearestAway:
+      return "nearest-away";
+    case Rounding::kTowardZero:
+      return "toward-zero";
+    case Rounding::kStochastic:
+      return "stochastic";
   }
   return "?";
 }

@@ -41,8 +41,8 @@ class Llama2Weights {
     std::memcpy(h, bytes, sizeof h);
     Llama2Weights w;
     Llama2Config& c = w.config_;
-    const char* names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size",
-                            "seq_len"};
+    const char* names[7] = {"dim",        "hidden_dim", "n_layers", "n_heads",
+                            "n_kv_heads", "vocab_size", "seq_len"};
     for (int k = 0; k < 7; ++k) {
       const std::int64_t v = k == 5 && h[k] < 0 ? -std::int64_t{h[k]} : h[k];
       GSQ_CHECK(v >= 1 && v <= (1 << 20), "llama2: header field ", names[k], " = ", h[k],
@@ -85,8 +85,10 @@ class Llama2Weights {
     w.w2_ = take(L * d * hid);
     w.w3_ = take(L * hid * d);
     w.rms_final_ = take(d);
-    take(static_cast<std::uint64_t>(c.seq_len) * static_cast<std::uint64_t>(c.head_size()));  // freq_cis
-    w.wcls_ = c.shared_classifier ? w.token_embedding_ : take(static_cast<std::uint64_t>(c.vocab_size) * d);
+    take(static_cast<std::uint64_t>(c.seq_len) *
+         static_cast<std::uint64_t>(c.head_size()));  // freq_cis
+    w.wcls_ = c.shared_classifier ? w.token_embedding_
+                                  : take(static_cast<std::uint64_t>(c.vocab_size) * d);
     const std::uint64_t payload = size - 28;
     GSQ_CHECK(payload == n * 4, "llama2: the header (dim ", c.dim, ", hidden_dim ", c.hidden_dim,
               ", n_layers ", c.n_layers, ", vocab ", c.vocab_size, ", seq_len ", c.seq_len,
@@ -136,7 +138,8 @@ class Llama2Weights {
   MatrixRef<const float> layer(std::uint64_t at, int l, Index rows, Index cols) const {
     GSQ_CHECK(l >= 0 && l < config_.n_layers, "llama2: layer ", l, " out of range [0, ",
               config_.n_layers, ")");
-    return mat(at + static_cast<std::uint64_t>(l) * static_cast<std::uint64_t>(rows * cols), rows, cols);
+    return mat(at + static_cast<std::uint64_t>(l) * static_cast<std::uint64_t>(rows * cols), rows,
+               cols);
   }
 
   Llama2Config config_;

@@ -95,8 +95,8 @@ class GseView {
                   Format::kQMax);
       }
       for (Index p = view.length(); p < view.padded_length(); ++p) {
-        GSQ_CHECK(c[p] == 0, "GseView: padding code ", int{c[p]}, " at line ", line,
-                  ", position ", p, " must be 0");
+        GSQ_CHECK(c[p] == 0, "GseView: padding code ", int{c[p]}, " at line ", line, ", position ",
+                  p, " must be 0");
       }
     }
     return view;
@@ -253,7 +253,8 @@ class PackedGseTensor {
     k = 0;
     for (Index line = 0; line < src.lines(); ++line) {
       const std::uint8_t* e = src.line_exponents(line);
-      for (Index g = 0; g < src.groups_per_line(); ++g, ++k) put(exps, k * kExponentBits, kExponentBits, e[g]);
+      for (Index g = 0; g < src.groups_per_line(); ++g, ++k)
+        put(exps, k * kExponentBits, kExponentBits, e[g]);
     }
     return p;
   }
@@ -269,8 +270,8 @@ class PackedGseTensor {
     PackedGseTensor p;
     p.shape_ = GseShape{rows, cols, axis};
     p.offset_ = offset;
-    GSQ_CHECK(words.size() == p.code_words() + p.exponent_words(), "PackedGseTensor: a ", rows,
-              "x", cols, " tensor needs ", p.code_words() + p.exponent_words(), " words, got ",
+    GSQ_CHECK(words.size() == p.code_words() + p.exponent_words(), "PackedGseTensor: a ", rows, "x",
+              cols, " tensor needs ", p.code_words() + p.exponent_words(), " words, got ",
               words.size());
     p.words_ = std::move(words);
     return p;
@@ -295,7 +296,8 @@ class PackedGseTensor {
       }
     }
     for (std::size_t g = 0; g < exponent_count(); ++g) {
-      dst.mutable_exponents()[g] = static_cast<std::uint8_t>(get(exps, g * kExponentBits, kExponentBits));
+      dst.mutable_exponents()[g] =
+          static_cast<std::uint8_t>(get(exps, g * kExponentBits, kExponentBits));
     }
     dst.set_offset(offset_);
   }
@@ -312,7 +314,9 @@ class PackedGseTensor {
   const std::vector<std::uint64_t>& words() const noexcept { return words_; }
 
   /// Storage actually held: the packed words and the object.
-  std::size_t bytes() const noexcept { return sizeof(*this) + words_.size() * sizeof(std::uint64_t); }
+  std::size_t bytes() const noexcept {
+    return sizeof(*this) + words_.size() * sizeof(std::uint64_t);
+  }
 
  private:
   std::size_t value_count() const noexcept {

@@ -1,16 +1,15 @@
 // main.cpp: a program that uses an installed gsq through find_package(gsq): quantize, pack,
 // unpack and dequantize one matrix, and check the result against the format's error bound.
-#include <gsq/gsq.hpp>
-
 #include <cmath>
 #include <cstdio>
+#include <gsq/gsq.hpp>
 #include <vector>
 
 int main() {
   std::vector<float> x(8 * 40);
   for (std::size_t k = 0; k < x.size(); ++k) x[k] = std::sin(0.37f * static_cast<float>(k));
-  const auto t = gsq::quantize<8>(gsq::MatrixRef<const float>::row_major(x.data(), 8, 40),
-                                  gsq::Axis::kCols);
+  const auto t =
+      gsq::quantize<8>(gsq::MatrixRef<const float>::row_major(x.data(), 8, 40), gsq::Axis::kCols);
   const auto y = gsq::dequantize(gsq::PackedGseTensor<8>::pack(t).unpack());
   for (std::size_t k = 0; k < x.size(); ++k) {
     // |x| <= 1: the step is at most 2^-6, so nearest rounding errs by at most 2^-7.

@@ -23,12 +23,16 @@ struct AlignedAllocator {
   AlignedAllocator(const AlignedAllocator<U, Alignment>&) noexcept {}
 
   T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{Alignment}));
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{Alignment}));
   }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{Alignment}); }
+  void deallocate(T* p, std::size_t) noexcept {
+    ::operator delete (p, std::align_val_t{Alignment});
+  }
 
   friend bool operator==(const AlignedAllocator&, const AlignedAllocator&) noexcept { return true; }
-  friend bool operator!=(const AlignedAllocator&, const AlignedAllocator&) noexcept { return false; }
+  friend bool operator!=(const AlignedAllocator&, const AlignedAllocator&) noexcept {
+    return false;
+  }
 };
 
 /// A std::vector whose data() is cache-line aligned.

@@ -40,19 +40,19 @@ std::string cat(const Args&... args) {
 
 /// Always-on check at a public boundary. The message arguments are streamed together and are
 /// evaluated only when the check fails.
-#define GSQ_CHECK(cond, ...)                                                    \
-  do {                                                                          \
+#define GSQ_CHECK(cond, ...)                                                               \
+  do {                                                                                     \
     if (!(cond)) ::gsq::detail::fail(::gsq::detail::cat(__VA_ARGS__), __FILE__, __LINE__); \
   } while (0)
 
 #ifndef NDEBUG
-#define GSQ_DASSERT(cond)                                                                  \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
+#define GSQ_DASSERT(cond)                                                                   \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
       std::fprintf(stderr, "gsq: internal invariant failed: %s (%s:%d)\n", #cond, __FILE__, \
-                   __LINE__);                                                              \
-      std::abort();                                                                        \
-    }                                                                                      \
+                   __LINE__);                                                               \
+      std::abort();                                                                         \
+    }                                                                                       \
   } while (0)
 #else
 // Unevaluated, so names used only in assertions still count as used.

@@ -16,7 +16,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GSQ_DISABLE_SIMD)
 #define GSQ_X86 1
 #define GSQ_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2")))
-#define GSQ_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi2")))
+#define GSQ_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,bmi2")))
 #define GSQ_TARGET_AVX512VNNI \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,bmi2")))
 #else
@@ -41,12 +42,18 @@ enum class Isa : std::uint8_t { kScalar, kAvx2, kAvx512, kAvx512Vnni, kNeon, kNe
 
 constexpr const char* to_string(Isa isa) noexcept {
   switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx512Vnni: return "avx512-vnni";
-    case Isa::kNeon: return "neon";
-    case Isa::kNeonDot: return "neon-dotprod";
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx512Vnni:
+      return "avx512-vnni";
+    case Isa::kNeon:
+      return "neon";
+    case Isa::kNeonDot:
+      return "neon-dotprod";
   }
   return "?";
 }
@@ -55,10 +62,12 @@ namespace detail {
 
 inline bool hardware_supports(Isa isa) noexcept {
   switch (isa) {
-    case Isa::kScalar: return true;
+    case Isa::kScalar:
+      return true;
 #if GSQ_X86
-    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                            __builtin_cpu_supports("bmi2");
+    case Isa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("bmi2");
     case Isa::kAvx512:
       return hardware_supports(Isa::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
@@ -67,7 +76,8 @@ inline bool hardware_supports(Isa isa) noexcept {
       return hardware_supports(Isa::kAvx512) && __builtin_cpu_supports("avx512vnni");
 #endif
 #if GSQ_ARM64
-    case Isa::kNeon: return true;  // Advanced SIMD is mandatory on AArch64
+    case Isa::kNeon:
+      return true;  // Advanced SIMD is mandatory on AArch64
     case Isa::kNeonDot:
 #if defined(__linux__) && defined(HWCAP_ASIMDDP)
       return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
@@ -75,7 +85,8 @@ inline bool hardware_supports(Isa isa) noexcept {
       return false;
 #endif
 #endif
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -85,8 +96,8 @@ inline Isa isa_cap() noexcept {
   static const Isa cap = [] {
     const char* env = std::getenv("GSQ_ISA");
     if (env == nullptr) return Isa::kNeonDot;  // no cap
-    for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kNeon,
-                    Isa::kNeonDot}) {
+    for (Isa isa :
+         {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kNeon, Isa::kNeonDot}) {
       if (std::strcmp(env, to_string(isa)) == 0) return isa;
     }
     return Isa::kNeonDot;

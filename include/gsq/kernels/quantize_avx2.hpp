@@ -45,12 +45,12 @@ struct LineKernels<Isa::kAvx2> {
     const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
     const __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
     const __m256i biased = _mm256_srli_epi32(a, 23);
-    const __m256i implicit = _mm256_andnot_si256(_mm256_cmpeq_epi32(biased, zero),
-                                                 _mm256_set1_epi32(0x800000));
+    const __m256i implicit =
+        _mm256_andnot_si256(_mm256_cmpeq_epi32(biased, zero), _mm256_set1_epi32(0x800000));
     const __m256i m = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7FFFFF)), implicit);
     const __m256i sh = _mm256_sub_epi32(_mm256_set1_epi32(s + 150), _mm256_max_epu32(biased, one));
-    __m256i mag = _mm256_or_si256(_mm256_srlv_epi32(m, sh),
-                                  _mm256_sllv_epi32(m, _mm256_sub_epi32(zero, sh)));
+    __m256i mag =
+        _mm256_or_si256(_mm256_srlv_epi32(m, sh), _mm256_sllv_epi32(m, _mm256_sub_epi32(zero, sh)));
     const __m256i f =
         _mm256_or_si256(_mm256_sllv_epi32(m, _mm256_sub_epi32(_mm256_set1_epi32(32), sh)),
                         _mm256_srlv_epi32(m, _mm256_sub_epi32(sh, _mm256_set1_epi32(32))));
@@ -58,14 +58,14 @@ struct LineKernels<Isa::kAvx2> {
     __m256i up = zero;
     if constexpr (R == Rounding::kNearestEven) {
       const __m256i odd = _mm256_cmpeq_epi32(_mm256_and_si256(mag, one), one);
-      up = _mm256_or_si256(cmpgt_epu32(f, half),
-                           _mm256_and_si256(_mm256_cmpeq_epi32(f, half), odd));
+      up =
+          _mm256_or_si256(cmpgt_epu32(f, half), _mm256_and_si256(_mm256_cmpeq_epi32(f, half), odd));
     } else if constexpr (R == Rounding::kNearestAway) {
       up = _mm256_srai_epi32(f, 31);
     } else if constexpr (R == Rounding::kStochastic) {
-      const __m256i lanes = _mm256_mullo_epi32(
-          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-          _mm256_set1_epi32(static_cast<int>(gsq::detail::kPositionStep)));
+      const __m256i lanes =
+          _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                             _mm256_set1_epi32(static_cast<int>(gsq::detail::kPositionStep)));
       const __m256i r = mix32(_mm256_add_epi32(
           _mm256_set1_epi32(static_cast<int>(key + pos * gsq::detail::kPositionStep)), lanes));
       up = cmpgt_epu32(f, _mm256_xor_si256(r, _mm256_set1_epi32(-1)));
@@ -78,10 +78,10 @@ struct LineKernels<Isa::kAvx2> {
     mag = _mm256_min_epi32(mag, qmax);
     const __m256i sign = _mm256_srai_epi32(u, 31);
     const __m256i c = _mm256_sub_epi32(_mm256_xor_si256(mag, sign), sign);
-    const __m128i c16 =
-        _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    const __m128i c16 = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(codes), _mm_packs_epi16(c16, c16));
-    return __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(saturated))));
+    return __builtin_popcount(
+        static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(saturated))));
   }
 
   template <int Bits, int GroupSize, Rounding R>

@@ -37,8 +37,8 @@ struct LineKernels<Isa::kAvx512> {
   /// Encodes 16 values at quantum s; returns the saturation mask.
   template <int Bits, Rounding R>
   GSQ_TARGET_AVX512 static inline __mmask16 encode16(const float* src, int s, std::uint32_t key,
-                                                      std::uint32_t pos,
-                                                      std::int8_t* codes) noexcept {
+                                                     std::uint32_t pos,
+                                                     std::int8_t* codes) noexcept {
     const __m512i zero = _mm512_setzero_si512();
     const __m512i one = _mm512_set1_epi32(1);
     const __m512i u = _mm512_loadu_si512(src);
@@ -48,8 +48,8 @@ struct LineKernels<Isa::kAvx512> {
     const __m512i m = _mm512_mask_or_epi32(man, _mm512_cmpneq_epi32_mask(biased, zero), man,
                                            _mm512_set1_epi32(0x800000));
     const __m512i sh = _mm512_sub_epi32(_mm512_set1_epi32(s + 150), _mm512_max_epu32(biased, one));
-    __m512i mag = _mm512_or_si512(_mm512_srlv_epi32(m, sh),
-                                  _mm512_sllv_epi32(m, _mm512_sub_epi32(zero, sh)));
+    __m512i mag =
+        _mm512_or_si512(_mm512_srlv_epi32(m, sh), _mm512_sllv_epi32(m, _mm512_sub_epi32(zero, sh)));
     const __m512i f =
         _mm512_or_si512(_mm512_sllv_epi32(m, _mm512_sub_epi32(_mm512_set1_epi32(32), sh)),
                         _mm512_srlv_epi32(m, _mm512_sub_epi32(sh, _mm512_set1_epi32(32))));

@@ -30,7 +30,8 @@ struct LineKernels<Isa::kNeon> {
     const uint32x4_t u = vreinterpretq_u32_f32(vld1q_f32(src));
     const uint32x4_t a = vandq_u32(u, vdupq_n_u32(0x7FFFFFFFu));
     const uint32x4_t biased = vshrq_n_u32(a, 23);
-    const uint32x4_t implicit = vandq_u32(vcgtq_u32(biased, vdupq_n_u32(0)), vdupq_n_u32(0x800000u));
+    const uint32x4_t implicit =
+        vandq_u32(vcgtq_u32(biased, vdupq_n_u32(0)), vdupq_n_u32(0x800000u));
     const uint32x4_t m = vorrq_u32(vandq_u32(a, vdupq_n_u32(0x7FFFFFu)), implicit);
     int32x4_t sh = vsubq_s32(vdupq_n_s32(s + 150), vreinterpretq_s32_u32(vmaxq_u32(biased, one)));
     sh = vmaxq_s32(vminq_s32(sh, vdupq_n_s32(64)), vdupq_n_s32(-64));
@@ -45,7 +46,8 @@ struct LineKernels<Isa::kNeon> {
       up = vcgeq_u32(f, half);
     } else if constexpr (R == Rounding::kStochastic) {
       const uint32_t lane_init[4] = {0, 1, 2, 3};
-      const uint32x4_t lanes = vmulq_u32(vld1q_u32(lane_init), vdupq_n_u32(gsq::detail::kPositionStep));
+      const uint32x4_t lanes =
+          vmulq_u32(vld1q_u32(lane_init), vdupq_n_u32(gsq::detail::kPositionStep));
       const uint32x4_t r =
           mix32(vaddq_u32(vdupq_n_u32(key + pos * gsq::detail::kPositionStep), lanes));
       up = vcgtq_u32(f, vmvnq_u32(r));

@@ -99,8 +99,9 @@ inline std::int32_t encode_values(const float* src, int n, int s, std::uint32_t 
       mag = static_cast<std::uint32_t>(t >> 32);
       f = static_cast<std::uint32_t>(t);
     }
-    const std::uint32_t r =
-        R == Rounding::kStochastic ? gsq::detail::random_at(key, pos0 + static_cast<std::uint32_t>(i)) : 0u;
+    const std::uint32_t r = R == Rounding::kStochastic
+                                ? gsq::detail::random_at(key, pos0 + static_cast<std::uint32_t>(i))
+                                : 0u;
     mag += detail::round_up<R>(f, mag, r);
     if (mag > kQMax) {
       mag = kQMax;
