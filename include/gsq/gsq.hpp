@@ -8,5 +8,6 @@
 #include "gsq/half.hpp"
 #include "gsq/int8.hpp"
 #include "gsq/llama2.hpp"
+#include "gsq/matmul.hpp"
 #include "gsq/tensor.hpp"
 #include "gsq/version.hpp"

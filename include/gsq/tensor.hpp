@@ -147,6 +147,16 @@ class GseView {
     return GseView(line_codes(first), line_exponents(first), shape, offset_);
   }
 
+  /// The transpose, free: the same lines, read as columns instead of rows or the other way
+  /// round.  A T x in activation grouped along rows (tokens) is, transposed, an in x T matrix
+  /// grouped along its columns: the left operand of dW = X^T * dY.
+  GseView transposed() const noexcept {
+    return GseView(codes_, exponents_,
+                   GseShape{shape_.cols, shape_.rows,
+                            shape_.axis == Axis::kCols ? Axis::kRows : Axis::kCols},
+                   offset_);
+  }
+
  private:
   template <int, int>
   friend class GseTensor;

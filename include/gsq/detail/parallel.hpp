@@ -1,0 +1,39 @@
+// parallel.hpp: OpenMP when the consumer compiles with it, a plain loop otherwise.
+#pragma once
+
+#include "gsq/format.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace gsq::detail {
+
+/// Threads a call may use: `requested` when positive, else OpenMP's default (1 without OpenMP).
+inline int resolve_threads(int requested) noexcept {
+  if (requested > 0) return requested;
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+/// Runs body(i) for i in [0, n), split statically over `threads` OpenMP threads.  gsq starts no
+/// threads of its own: without OpenMP this is a loop.  Results never depend on the split, so
+/// translation units built with and without OpenMP compute the same values.
+template <typename Body>
+void parallel_for(Index n, int threads, Body&& body) {
+#if defined(_OPENMP)
+  if (threads > 1 && n > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (Index i = 0; i < n; ++i) body(i);
+    return;
+  }
+#else
+  (void)threads;
+#endif
+  for (Index i = 0; i < n; ++i) body(i);
+}
+
+}  // namespace gsq::detail

@@ -1,0 +1,398 @@
+// matmul.hpp: C = alpha * A * B + beta * C on GSE operands, bit-identical on every ISA and
+// thread count.  The operation is specified to the bit in kernels/matmul_scalar.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gsq/convert.hpp"
+#include "gsq/detail/aligned.hpp"
+#include "gsq/detail/check.hpp"
+#include "gsq/detail/cpu.hpp"
+#include "gsq/detail/parallel.hpp"
+#include "gsq/format.hpp"
+#include "gsq/kernels/matmul_avx2.hpp"
+#include "gsq/kernels/matmul_avx512_vnni.hpp"
+#include "gsq/kernels/matmul_neon.hpp"
+#include "gsq/kernels/matmul_scalar.hpp"
+#include "gsq/tensor.hpp"
+
+namespace gsq {
+
+/// How matmul() runs.  Neither field changes a single bit of the result.
+struct MatmulOptions {
+  /// Kernel ISA; empty picks the best this CPU supports (matmul_isa()).  kAvx512 without VNNI
+  /// runs the AVX2 kernel and kNeon without the dot product the scalar one.
+  std::optional<Isa> isa;
+  /// Threads; 0 uses OpenMP's default when the program is built with OpenMP, else 1.
+  int threads = 0;
+};
+
+/// The best ISA for matmul on this machine.
+inline Isa matmul_isa() noexcept {
+  if (cpu_supports(Isa::kAvx512Vnni)) return Isa::kAvx512Vnni;
+  if (cpu_supports(Isa::kAvx2)) return Isa::kAvx2;
+  if (cpu_supports(Isa::kNeonDot)) return Isa::kNeonDot;
+  return Isa::kScalar;
+}
+
+namespace detail {
+
+/// The kernel that runs for a requested ISA (see MatmulOptions::isa).
+inline Isa matmul_kernel_isa(const std::optional<Isa>& requested) {
+  if (!requested) return matmul_isa();
+  GSQ_CHECK(cpu_supports(*requested), "matmul: ISA ", to_string(*requested),
+            " is not available on this CPU (or is ruled out by GSQ_ISA)");
+  switch (*requested) {
+    case Isa::kAvx512:
+      return Isa::kAvx2;
+    case Isa::kNeon:
+      return Isa::kScalar;
+    default:
+      return *requested;
+  }
+}
+
+/// Tile geometry of the kernel for an ISA.
+struct PanelShape {
+  int mr = 0;
+  int nr = 0;
+  bool biased_rhs = false;
+};
+
+template <Isa I>
+constexpr PanelShape panel_shape_of() noexcept {
+  using K = kernels::MatmulKernel<I>;
+  return PanelShape{K::kMr, K::kNr, K::kBiasedRhs};
+}
+
+inline PanelShape panel_shape(Isa isa) noexcept {
+  switch (isa) {
+#if GSQ_X86
+    case Isa::kAvx2:
+      return panel_shape_of<Isa::kAvx2>();
+    case Isa::kAvx512Vnni:
+      return panel_shape_of<Isa::kAvx512Vnni>();
+#endif
+#if GSQ_ARM64
+    case Isa::kNeonDot:
+      return panel_shape_of<Isa::kNeonDot>();
+#endif
+    default:
+      return panel_shape_of<Isa::kScalar>();
+  }
+}
+
+/// Packs columns [first, first + count) of B (count <= nr; missing columns are zero) into one
+/// panel, in the layout of kernels/matmul_scalar.hpp.  Group by group, so that the block being
+/// written (G * nr bytes) stays in L1 while each column contributes its G contiguous codes.
+template <int Bits, int GroupSize>
+void pack_rhs_panel(const GseView<Bits, GroupSize>& src, Index first, Index count, int nr,
+                    bool biased, std::uint8_t* out) noexcept {
+  const Index groups = src.groups_per_line();
+  const Index block = kernels::rhs_group_bytes(GroupSize, nr);
+  const std::uint32_t bias = biased ? 0x80808080u : 0u;  // + 128 bytewise: flip the sign bits
+  for (Index g = 0; g < groups; ++g) {
+    std::uint8_t* dst = out + g * block;
+    for (int l = 0; l < nr; ++l) {
+      std::int32_t bits = 127 << 23;
+      if (l < count) {
+        const std::int8_t* codes = src.line_codes(first + l) + g * GroupSize;
+        for (int s = 0; s < GroupSize / 4; ++s) {
+          std::uint32_t w;
+          std::memcpy(&w, codes + 4 * s, 4);
+          w ^= bias;
+          std::memcpy(dst + (s * nr + l) * 4, &w, 4);
+        }
+        bits = (std::int32_t{src.line_exponents(first + l)[g]} + 127) << 23;
+      } else {
+        for (int s = 0; s < GroupSize / 4; ++s) std::memcpy(dst + (s * nr + l) * 4, &bias, 4);
+      }
+      std::memcpy(dst + Index{GroupSize} * nr + 4 * l, &bits, 4);
+    }
+  }
+}
+
+/// -128 * (sum of each group's codes) for every line of A: the compensation of kBiasedRhs
+/// kernels (kernels/matmul_scalar.hpp).
+template <int Bits, int GroupSize>
+void lhs_compensation(const GseView<Bits, GroupSize>& a, int threads,
+                      std::vector<std::int32_t>& out) {
+  const Index groups = a.groups_per_line();
+  out.resize(static_cast<std::size_t>(a.lines() * groups));
+  parallel_for(a.lines(), threads, [&](Index line) {
+    const std::int8_t* codes = a.line_codes(line);
+    for (Index g = 0; g < groups; ++g) {
+      std::int32_t sum = 0;
+      for (int k = 0; k < GroupSize; ++k) sum += codes[g * GroupSize + k];
+      out[static_cast<std::size_t>(line * groups + g)] = -128 * sum;
+    }
+  });
+}
+
+}  // namespace detail
+
+/// The right operand B (K x N, grouped along K) packed once for the matmul kernels, so a frozen
+/// weight is laid out for the kernel a single time and reused by every call.  Packing is for one
+/// ISA; matmul() with a different ISA rejects it.  Holds K * N code bytes (rounded up to whole
+/// panels of columns) plus 4 bytes per group and column.
+template <int GroupSize = 32>
+class PackedMatmulRhs {
+ public:
+  PackedMatmulRhs() = default;
+
+  template <int Bits>
+  static PackedMatmulRhs pack(const GseView<Bits, GroupSize>& b, const MatmulOptions& options = {}) {
+    PackedMatmulRhs p;
+    p.assign(b, options);
+    return p;
+  }
+
+  /// Repacks from `b`, reusing this object's storage when it is large enough (a per-step
+  /// operand such as a regrouped weight or an adapter then costs no allocation).
+  template <int Bits>
+  void assign(const GseView<Bits, GroupSize>& b, const MatmulOptions& options = {}) {
+    GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(),
+              " grouped along ", to_string(b.axis()),
+              ", but the right operand must be grouped along its rows (the reduction axis K)");
+    isa_ = detail::matmul_kernel_isa(options.isa);
+    shape_ = detail::panel_shape(isa_);
+    k_ = b.rows();
+    n_ = b.cols();
+    groups_ = b.groups_per_line();
+    offset_ = b.offset();
+    const Index panels = (n_ + shape_.nr - 1) / shape_.nr;
+    data_.resize(static_cast<std::size_t>(panels * panel_bytes()));
+    detail::parallel_for(panels, detail::resolve_threads(options.threads), [&](Index j) {
+      const Index first = j * shape_.nr;
+      detail::pack_rhs_panel(b, first, std::min<Index>(shape_.nr, n_ - first), shape_.nr,
+                             shape_.biased_rhs, data_.data() + j * panel_bytes());
+    });
+  }
+
+  Index rows() const noexcept { return k_; }
+  Index cols() const noexcept { return n_; }
+  Index groups() const noexcept { return groups_; }
+  int offset() const noexcept { return offset_; }
+  Isa isa() const noexcept { return isa_; }
+  /// Bytes of one panel of kNr columns.
+  Index panel_bytes() const noexcept {
+    return groups_ * kernels::rhs_group_bytes(GroupSize, shape_.nr);
+  }
+  const std::uint8_t* panel(Index p) const noexcept { return data_.data() + p * panel_bytes(); }
+  std::size_t bytes() const noexcept { return sizeof(*this) + data_.size(); }
+
+ private:
+  detail::AlignedVector<std::uint8_t> data_;
+  detail::PanelShape shape_;
+  Isa isa_ = Isa::kScalar;
+  Index k_ = 0;
+  Index n_ = 0;
+  Index groups_ = 0;
+  int offset_ = 0;
+};
+
+namespace detail {
+
+/// L2-sized budget for the block of B panels a thread sweeps while one A panel stays in L1.
+inline constexpr Index kRhsBlockBytes = 512 * 1024;
+/// Blocks of kMr rows of A per work item.
+inline constexpr Index kLhsBlocksPerItem = 8;
+
+/// Runs the tiles of C with kernel I: work items are (block of B panels) x (chunk of row
+/// blocks of A), jb-major so that consecutive items of one thread share their B block, which
+/// stays in L2 while each block of A rows is reused from L1 across it.  Every output is one
+/// kernel call over all of K, so the split never changes a bit.
+template <Isa I, int Bits, int GroupSize>
+void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
+               const PackedMatmulRhs<GroupSize>& b, double scale, float beta, MatrixRef<float> c,
+               int threads) {
+  using Kernel = kernels::MatmulKernel<I>;
+  constexpr int kMr = Kernel::kMr;
+  constexpr int kNr = Kernel::kNr;
+  const Index m = a.rows();
+  const Index n = b.cols();
+  const Index lda = a.padded_length();
+  const Index lde = a.groups_per_line();
+  const Index a_blocks = (m + kMr - 1) / kMr;
+  const Index b_panels = (n + kNr - 1) / kNr;
+  const Index per_block = std::max<Index>(1, kRhsBlockBytes / std::max<Index>(1, b.panel_bytes()));
+  const Index b_blocks = (b_panels + per_block - 1) / per_block;
+  const Index a_chunks = (a_blocks + kLhsBlocksPerItem - 1) / kLhsBlocksPerItem;
+  const bool direct = c.col_stride == 1;
+  const auto scale_f = static_cast<float>(scale);
+  const bool float_scale = static_cast<double>(scale_f) == scale && std::isnormal(scale_f);
+
+  // The last block of A rows, when partial, copied with zero rows below it so that the kernel
+  // always reads kMr rows.
+  const Index tail_rows = m % kMr;
+  std::vector<std::int8_t> tail_codes;
+  std::vector<std::uint8_t> tail_exps;
+  std::vector<std::int32_t> tail_comp;
+  if (tail_rows != 0) {
+    tail_codes.assign(static_cast<std::size_t>(kMr * lda), 0);
+    tail_exps.assign(static_cast<std::size_t>(kMr * lde), 0);
+    tail_comp.assign(static_cast<std::size_t>(kMr * lde), 0);
+    const Index first = m - tail_rows;
+    std::memcpy(tail_codes.data(), a.line_codes(first), static_cast<std::size_t>(tail_rows * lda));
+    std::memcpy(tail_exps.data(), a.line_exponents(first), static_cast<std::size_t>(tail_rows * lde));
+    if (comp != nullptr) {
+      std::memcpy(tail_comp.data(), comp + first * lde,
+                  static_cast<std::size_t>(tail_rows * lde) * sizeof(std::int32_t));
+    }
+  }
+
+  parallel_for(b_blocks * a_chunks, threads, [&](Index item) {
+    const Index jb = item / a_chunks;
+    const Index ib = item % a_chunks;
+    float scratch[kMr * kNr];
+    kernels::MatmulTile t;
+    t.lda = lda;
+    t.lde = lde;
+    t.groups = b.groups();
+    t.scale = scale;
+    t.scale_f = scale_f;
+    t.float_scale = float_scale;
+    t.beta = beta;
+    const Index ip_end = std::min(a_blocks, (ib + 1) * kLhsBlocksPerItem);
+    const Index jp_end = std::min(b_panels, (jb + 1) * per_block);
+    for (Index ip = ib * kLhsBlocksPerItem; ip < ip_end; ++ip) {
+      const Index row0 = ip * kMr;
+      t.rows = static_cast<int>(std::min<Index>(kMr, m - row0));
+      if (t.rows == kMr) {
+        t.a = a.line_codes(row0);
+        t.ea = a.line_exponents(row0);
+        t.comp = comp != nullptr ? comp + row0 * lde : nullptr;
+      } else {
+        t.a = tail_codes.data();
+        t.ea = tail_exps.data();
+        t.comp = tail_comp.data();
+      }
+      for (Index jp = jb * per_block; jp < jp_end; ++jp) {
+        const Index col0 = jp * kNr;
+        t.b = b.panel(jp);
+        t.cols = static_cast<int>(std::min<Index>(kNr, n - col0));
+        if (direct) {
+          t.c = &c(row0, col0);
+          t.ldc = c.row_stride;
+          Kernel::template run<GroupSize>(t);
+          continue;
+        }
+        // Strided C: run into a row-major scratch tile and scatter it.
+        t.c = scratch;
+        t.ldc = kNr;
+        for (int r = 0; r < t.rows; ++r) {
+          for (int j = 0; j < t.cols; ++j)
+            scratch[r * kNr + j] = beta == 0.0f ? 0.0f : c(row0 + r, col0 + j);
+        }
+        Kernel::template run<GroupSize>(t);
+        for (int r = 0; r < t.rows; ++r) {
+          for (int j = 0; j < t.cols; ++j) c(row0 + r, col0 + j) = scratch[r * kNr + j];
+        }
+      }
+    }
+  });
+}
+
+template <int Bits, int GroupSize>
+using RunTilesFn = void (*)(const GseView<Bits, GroupSize>&, const std::int32_t*,
+                            const PackedMatmulRhs<GroupSize>&, double, float, MatrixRef<float>,
+                            int);
+
+template <int Bits, int GroupSize>
+RunTilesFn<Bits, GroupSize> tile_runner(Isa isa) noexcept {
+  switch (isa) {
+#if GSQ_X86
+    case Isa::kAvx2:
+      return &run_tiles<Isa::kAvx2, Bits, GroupSize>;
+    case Isa::kAvx512Vnni:
+      return &run_tiles<Isa::kAvx512Vnni, Bits, GroupSize>;
+#endif
+#if GSQ_ARM64
+    case Isa::kNeonDot:
+      return &run_tiles<Isa::kNeonDot, Bits, GroupSize>;
+#endif
+    default:
+      return &run_tiles<Isa::kScalar, Bits, GroupSize>;
+  }
+}
+
+inline std::string describe(Index rows, Index cols, Axis axis) {
+  return cat(rows, "x", cols, " grouped along ", to_string(axis));
+}
+
+}  // namespace detail
+
+/// C = alpha * A * B + beta * C with B packed ahead (PackedMatmulRhs).  A is M x K grouped along
+/// its columns (K), C is M x N float with any strides (row-major is fastest).  The result is
+/// specified to the bit in kernels/matmul_scalar.hpp and does not depend on ISA or threads.
+/// C is not read when beta == 0.  Throws std::invalid_argument on mismatched shapes or axes,
+/// non-finite alpha or beta, or an ISA other than the one B was packed for.
+template <int BitsA, int GroupSize>
+void matmul(const GseView<BitsA, GroupSize>& a, const PackedMatmulRhs<GroupSize>& b,
+            MatrixRef<float> c, float alpha = 1.0f, float beta = 0.0f,
+            const MatmulOptions& options = {}) {
+  GSQ_CHECK(a.axis() == Axis::kCols, "matmul: A is ",
+            detail::describe(a.rows(), a.cols(), a.axis()),
+            ", but the left operand must be grouped along its columns (the reduction axis K)");
+  GSQ_CHECK(a.cols() == b.rows(), "matmul: A is ", detail::describe(a.rows(), a.cols(), a.axis()),
+            " and B is ", detail::describe(b.rows(), b.cols(), Axis::kRows),
+            ": the inner dimensions differ");
+  GSQ_CHECK(c.rows == a.rows() && c.cols == b.cols(), "matmul: C is ", c.rows, "x", c.cols,
+            " but A * B is ", a.rows(), "x", b.cols(), " (A is ", a.rows(), "x", a.cols(),
+            ", B is ", b.rows(), "x", b.cols(), ")");
+  GSQ_CHECK(std::isfinite(alpha) && std::isfinite(beta), "matmul: alpha (", alpha, ") and beta (",
+            beta, ") must be finite");
+  GSQ_CHECK(c.data != nullptr || c.rows * c.cols == 0, "matmul: null C for a ", c.rows, "x",
+            c.cols, " result");
+  const Isa isa = options.isa ? detail::matmul_kernel_isa(options.isa) : b.isa();
+  GSQ_CHECK(isa == b.isa(), "matmul: B was packed for ", to_string(b.isa()), ", not for ",
+            to_string(isa));
+  if (c.rows == 0 || c.cols == 0) return;
+  const int threads = detail::resolve_threads(options.threads);
+  // Kept per thread between calls: fresh pages would cost more than computing their contents.
+  thread_local std::vector<std::int32_t> comp;
+  comp.clear();
+  if (detail::panel_shape(isa).biased_rhs) detail::lhs_compensation(a, threads, comp);
+  const double scale = std::ldexp(static_cast<double>(alpha), a.offset() + b.offset());
+  detail::tile_runner<BitsA, GroupSize>(isa)(a, comp.empty() ? nullptr : comp.data(), b, scale,
+                                             beta, c, threads);
+}
+
+/// C = alpha * A * B + beta * C for A (M x K) grouped along K (Axis::kCols) and B (K x N)
+/// grouped along K (Axis::kRows).  Mantissa widths may differ (W4 x A8): codes are int8 for all.
+/// Packs B into a per-thread buffer that is kept for the next call (about K * N bytes, since
+/// touching fresh pages costs more than packing); pack once with PackedMatmulRhs when B is
+/// reused, such as a frozen weight, or to control that memory.
+template <int BitsA, int BitsB, int GroupSize>
+void matmul(const GseView<BitsA, GroupSize>& a, const GseView<BitsB, GroupSize>& b,
+            MatrixRef<float> c, float alpha = 1.0f, float beta = 0.0f,
+            const MatmulOptions& options = {}) {
+  GSQ_CHECK(a.cols() == b.rows(), "matmul: A is ", detail::describe(a.rows(), a.cols(), a.axis()),
+            " and B is ", detail::describe(b.rows(), b.cols(), b.axis()),
+            ": the inner dimensions differ");
+  thread_local PackedMatmulRhs<GroupSize> packed;
+  packed.assign(b, options);
+  matmul(a, packed, c, alpha, beta, options);
+}
+
+/// The same product, requantized to a GSE tensor grouped along `axis`, for a fully integer
+/// pipeline.  The float result (computed as above, alpha = 1, beta = 0) is quantized with
+/// `quantize`, so the output equals quantize(matmul(A, B)) bit for bit.
+template <int BitsOut, int BitsA, int BitsB, int GroupSize>
+void matmul_quantized(const GseView<BitsA, GroupSize>& a, const GseView<BitsB, GroupSize>& b,
+                      Axis axis, GseTensor<BitsOut, GroupSize>& out,
+                      const QuantizeOptions& quantize = {}, const MatmulOptions& options = {},
+                      ConversionStats* stats = nullptr) {
+  std::vector<float> c(static_cast<std::size_t>(a.rows() * b.cols()));
+  const auto ref = MatrixRef<float>::row_major(c.data(), a.rows(), b.cols());
+  matmul(a, b, ref, 1.0f, 0.0f, options);
+  quantize_into(MatrixRef<const float>(ref), axis, out, quantize, stats);
+}
+
+}  // namespace gsq

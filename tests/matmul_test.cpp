@@ -1,0 +1,247 @@
+// matmul_test.cpp: the GSE matmul against its bit-level specification, every kernel and thread
+// count against scalar, and against a double-precision reference with derived error bounds.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "catch.hpp"
+#include "gsq/matmul.hpp"
+#include "reference.hpp"
+#include "testing.hpp"
+
+namespace {
+
+using gsq::Axis;
+using gsq::Index;
+using gsq::Isa;
+using gsq::MatrixRef;
+
+/// Random M x K (or K x N) data with per-row magnitudes spread over a few binades, quantized
+/// with groups along K.
+template <int Bits, int G>
+gsq::GseTensor<Bits, G> random_operand(Index rows, Index cols, Axis axis, std::uint32_t seed,
+                                       int lo = -3, int hi = 3) {
+  const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), seed, lo, hi);
+  return gsq::quantize<Bits, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
+}
+
+/// The specification of kernels/matmul_scalar.hpp, written directly on the views.
+template <int BA, int BB, int G>
+std::vector<float> spec_matmul(const gsq::GseView<BA, G>& a, const gsq::GseView<BB, G>& b,
+                               std::vector<float> c, float alpha, float beta) {
+  const Index m = a.rows(), n = b.cols();
+  const double scale = std::ldexp(static_cast<double>(alpha), a.offset() + b.offset());
+  for (Index i = 0; i < m; ++i) {
+    for (Index j = 0; j < n; ++j) {
+      float acc = 0.0f;
+      for (Index g = 0; g < a.groups_per_line(); ++g) {
+        std::int32_t d = 0;
+        for (Index k = 0; k < G; ++k)
+          d += a.line_codes(i)[g * G + k] * b.line_codes(j)[g * G + k];
+        const int e = a.line_exponents(i)[g] + b.line_exponents(j)[g];
+        acc += static_cast<float>(d) * std::ldexp(1.0f, e);
+      }
+      const auto r = static_cast<float>(static_cast<double>(acc) * scale);
+      float& out = c[static_cast<std::size_t>(i * n + j)];
+      out = beta == 0.0f ? r : std::fma(beta, out, r);
+    }
+  }
+  return c;
+}
+
+std::vector<Isa> matmul_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kNeon,
+                  Isa::kNeonDot}) {
+    if (gsq::cpu_supports(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+
+template <int BA, int BB, int G>
+void check_all_kernels(Index m, Index n, Index k, std::uint32_t seed, float alpha, float beta) {
+  const auto a = random_operand<BA, G>(m, k, Axis::kCols, seed);
+  const auto b = random_operand<BB, G>(k, n, Axis::kRows, seed + 1);
+  std::vector<float> c0(static_cast<std::size_t>(m * n));
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  for (auto& v : c0) v = normal(rng);
+  const auto expect = spec_matmul(a.view(), b.view(), c0, alpha, beta);
+  for (Isa isa : matmul_isas()) {
+    for (int threads : {1, 2, 3}) {
+      auto c = c0;
+      gsq::MatmulOptions opt;
+      opt.isa = isa;
+      opt.threads = threads;
+      gsq::matmul(a.view(), b.view(), MatrixRef<float>::row_major(c.data(), m, n), alpha, beta,
+                  opt);
+      INFO(gsq::to_string(isa) << ", " << threads << " threads, W" << BA << "xA" << BB << " G" << G
+                               << ", M N K = " << m << " " << n << " " << k);
+      REQUIRE(same_bits(c, expect));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("matmul: every kernel and thread count equals the specification bit for bit",
+          "[matmul]") {
+  // Edge sizes: 1, around the group (32), around the tiles (Mr 4/6, Nr 8/16/32), primes.
+  const Index m = GENERATE(1, 3, 4, 5, 6, 7, 13, 31, 50);
+  const Index n = GENERATE(1, 7, 8, 9, 16, 17, 31, 32, 33, 67);
+  const Index k = GENERATE(1, 31, 32, 33, 97);
+  check_all_kernels<8, 8, 32>(m, n, k, static_cast<std::uint32_t>(m * 10007 + n * 101 + k), 1.0f,
+                              0.0f);
+}
+
+TEST_CASE("matmul: alpha, beta, mixed widths and group sizes", "[matmul]") {
+  check_all_kernels<8, 8, 32>(37, 45, 130, 1, 0.375f, 0.0f);
+  check_all_kernels<8, 8, 32>(37, 45, 130, 2, -1.5f, 0.75f);
+  check_all_kernels<8, 8, 32>(37, 45, 130, 3, 1.0f, 1.0f);
+  check_all_kernels<4, 8, 32>(29, 70, 200, 4, 1.0f, 0.0f);
+  check_all_kernels<2, 5, 32>(29, 70, 200, 5, 1.0f, 0.0f);
+  check_all_kernels<8, 8, 16>(29, 70, 100, 6, 1.0f, 0.0f);
+  check_all_kernels<8, 8, 64>(29, 70, 200, 7, 1.0f, 0.0f);
+  check_all_kernels<6, 7, 128>(17, 40, 300, 8, 2.0f, -0.5f);
+  check_all_kernels<8, 8, 32>(64, 96, 512, 9, 1.0f, 0.0f);
+}
+
+TEST_CASE("matmul: extreme offsets, clamped and zero groups", "[matmul]") {
+  // Tiny times huge, and a product that underflows to float subnormals: the epilogue rounds once.
+  for (auto [lo_a, hi_a, lo_b, hi_b] : {std::array<int, 4>{-140, -100, 60, 100},
+                                        std::array<int, 4>{-120, -60, -100, -60},
+                                        std::array<int, 4>{60, 100, 20, 60}}) {
+    const Index m = 11, n = 19, k = 70;
+    const auto xa = gsq::test::mixed_data(static_cast<std::size_t>(m * k), 3, lo_a, hi_a);
+    const auto xb = gsq::test::mixed_data(static_cast<std::size_t>(k * n), 4, lo_b, hi_b);
+    const auto a = gsq::quantize<8, 32>(MatrixRef<const float>::row_major(xa.data(), m, k),
+                                        Axis::kCols);
+    const auto b = gsq::quantize<8, 32>(MatrixRef<const float>::row_major(xb.data(), k, n),
+                                        Axis::kRows);
+    const std::vector<float> zero(static_cast<std::size_t>(m * n), 0.0f);
+    const auto expect = spec_matmul(a.view(), b.view(), zero, 1.0f, 0.0f);
+    for (Isa isa : matmul_isas()) {
+      std::vector<float> c(zero.size(), std::nanf(""));  // beta == 0: C is never read
+      gsq::MatmulOptions opt;
+      opt.isa = isa;
+      gsq::matmul(a.view(), b.view(), MatrixRef<float>::row_major(c.data(), m, n), 1.0f, 0.0f,
+                  opt);
+      INFO(gsq::to_string(isa) << " binades " << lo_a << ".." << hi_a << " x " << lo_b << ".."
+                               << hi_b);
+      REQUIRE(same_bits(c, expect));
+    }
+  }
+}
+
+TEST_CASE("matmul: strided and transposed outputs, prepacked B", "[matmul]") {
+  const Index m = 23, n = 41, k = 75;
+  const auto a = random_operand<8, 32>(m, k, Axis::kCols, 11);
+  const auto b = random_operand<8, 32>(k, n, Axis::kRows, 12);
+  std::vector<float> row(static_cast<std::size_t>(m * n));
+  gsq::matmul(a.view(), b.view(), MatrixRef<float>::row_major(row.data(), m, n));
+  // Column-major C with padding between columns; the padding must stay untouched.
+  const Index ld = m + 5;
+  std::vector<float> col(static_cast<std::size_t>(ld * n), 7.0f);
+  const auto packed = gsq::PackedMatmulRhs<32>::pack(b.view());
+  gsq::matmul(a.view(), packed, MatrixRef<float>::col_major(col.data(), m, n, ld));
+  for (Index i = 0; i < m; ++i) {
+    for (Index j = 0; j < n; ++j) {
+      REQUIRE(col[static_cast<std::size_t>(j * ld + i)] == row[static_cast<std::size_t>(i * n + j)]);
+    }
+  }
+  for (Index j = 0; j < n; ++j) {
+    for (Index i = m; i < ld; ++i) REQUIRE(col[static_cast<std::size_t>(j * ld + i)] == 7.0f);
+  }
+  // C^T = B^T A^T: the transposed views swap roles with no copy, and the result is the same
+  // integers summed in the same group order, so it is bit-identical.
+  std::vector<float> ct(static_cast<std::size_t>(n * m));
+  gsq::matmul(b.view().transposed(), a.view().transposed(),
+              MatrixRef<float>::row_major(ct.data(), n, m));
+  for (Index i = 0; i < m; ++i) {
+    for (Index j = 0; j < n; ++j) {
+      REQUIRE(ct[static_cast<std::size_t>(j * m + i)] == row[static_cast<std::size_t>(i * n + j)]);
+    }
+  }
+  REQUIRE(packed.bytes() >= static_cast<std::size_t>(k * n));
+}
+
+TEST_CASE("matmul: within the derived bounds of the exact and the unquantized product",
+          "[matmul]") {
+  const Index m = 40, n = 50, k = 1000;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  std::vector<float> xa(static_cast<std::size_t>(m * k)), xb(static_cast<std::size_t>(k * n));
+  for (auto& v : xa) v = normal(rng);
+  for (auto& v : xb) v = 1e-3f * normal(rng);
+  const auto ra = MatrixRef<const float>::row_major(xa.data(), m, k);
+  const auto rb = MatrixRef<const float>::row_major(xb.data(), k, n);
+  const auto a = gsq::quantize<8, 32>(ra, Axis::kCols);
+  const auto b = gsq::quantize<8, 32>(rb, Axis::kRows);
+  std::vector<float> c(static_cast<std::size_t>(m * n));
+  gsq::matmul(a.view(), b.view(), MatrixRef<float>::row_major(c.data(), m, n));
+
+  const double u = std::ldexp(1.0, -24);
+  const Index groups = a.view().groups_per_line();
+  const double gamma = (groups - 1) * u / (1 - (groups - 1) * u);
+  for (Index i = 0; i < m; ++i) {
+    for (Index j = 0; j < n; ++j) {
+      double exact = 0, abs_sum = 0, plain = 0, quant_bound = 0;
+      for (Index p = 0; p < k; ++p) {
+        const double qa = a.value(i, p), qb = b.value(p, j);
+        exact += qa * qb;
+        abs_sum += std::abs(qa * qb);
+        plain += double{ra(i, p)} * double{rb(p, j)};
+        // Nearest rounding: each code is within half a quantum of its input.
+        const double da = std::ldexp(0.5, a.view().quantum(i, p));
+        const double db = std::ldexp(0.5, b.view().quantum(j, p));
+        quant_bound += da * std::abs(qb) + std::abs(qa) * db + da * db;
+      }
+      const double got = c[static_cast<std::size_t>(i * n + j)];
+      // Float accumulation of the group terms (gamma_(n-1)) plus the final rounding, plus the
+      // double evaluation of the reference (relatively 2^-50 of the absolute sum).
+      const double bound = gamma * abs_sum + u * std::abs(got) + std::ldexp(abs_sum, -50);
+      INFO("C(" << i << ", " << j << ") = " << got << ", exact " << exact);
+      REQUIRE(std::abs(got - exact) <= bound);
+      REQUIRE(std::abs(got - plain) <= bound + quant_bound * (1 + 1e-12));
+    }
+  }
+}
+
+TEST_CASE("matmul: bad input names the shapes", "[matmul]") {
+  const auto a = random_operand<8, 32>(4, 64, Axis::kCols, 1);
+  const auto b = random_operand<8, 32>(60, 5, Axis::kRows, 2);
+  std::vector<float> c(100);
+  const auto out = MatrixRef<float>::row_major(c.data(), 4, 5);
+  using gsq::test::contains;
+  using gsq::test::error_message;
+  const auto msg = error_message([&] { gsq::matmul(a.view(), b.view(), out); });
+  REQUIRE(contains(msg, "4x64"));
+  REQUIRE(contains(msg, "60x5"));
+  const auto b_ok = random_operand<8, 32>(64, 5, Axis::kRows, 2);
+  REQUIRE(contains(error_message([&] {
+                     gsq::matmul(a.view(), b_ok.view(), MatrixRef<float>::row_major(c.data(), 5, 5));
+                   }),
+                   "C is 5x5 but A * B is 4x5"));
+  const auto b_cols = random_operand<8, 32>(64, 5, Axis::kCols, 2);
+  REQUIRE(contains(error_message([&] { gsq::matmul(a.view(), b_cols.view(), out); }),
+                   "grouped along its rows"));
+  const auto a_rows = random_operand<8, 32>(4, 64, Axis::kRows, 1);
+  REQUIRE(contains(error_message([&] { gsq::matmul(a_rows.view(), b_ok.view(), out); }),
+                   "grouped along its columns"));
+  REQUIRE(contains(error_message([&] {
+                     gsq::matmul(a.view(), b_ok.view(), out, std::nanf(""), 0.0f);
+                   }),
+                   "must be finite"));
+  // Empty shapes are fine: K = 0 gives beta * C.
+  const auto a0 = random_operand<8, 32>(3, 0, Axis::kCols, 1);
+  const auto b0 = random_operand<8, 32>(0, 2, Axis::kRows, 1);
+  std::vector<float> c0 = {1, 2, 3, 4, 5, 6};
+  gsq::matmul(a0.view(), b0.view(), MatrixRef<float>::row_major(c0.data(), 3, 2), 1.0f, 2.0f);
+  REQUIRE(c0 == std::vector<float>{2, 4, 6, 8, 10, 12});
+}
