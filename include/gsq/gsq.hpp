@@ -9,5 +9,6 @@
 #include "gsq/int8.hpp"
 #include "gsq/llama2.hpp"
 #include "gsq/matmul.hpp"
+#include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
 #include "gsq/version.hpp"

@@ -381,6 +381,18 @@ void matmul(const GseView<BitsA, GroupSize>& a, const GseView<BitsB, GroupSize>&
   matmul(a, packed, c, alpha, beta, options);
 }
 
+/// C = alpha * quantize(A) * B + beta * C from float (or Bf16/Fp16) activations: A is quantized
+/// to GSE-INT<BitsA> along K with `quantize` (into a per-thread buffer kept between calls), then
+/// multiplied as above.  Bit-identical to quantize() followed by matmul().
+template <int BitsA, int GroupSize, typename T>
+void quantize_matmul(MatrixRef<const T> a, const PackedMatmulRhs<GroupSize>& b, MatrixRef<float> c,
+                     float alpha = 1.0f, float beta = 0.0f, const QuantizeOptions& quantize = {},
+                     const MatmulOptions& options = {}, ConversionStats* stats = nullptr) {
+  thread_local GseTensor<BitsA, GroupSize> qa;
+  quantize_into(a, Axis::kCols, qa, quantize, stats);
+  matmul(qa.view(), b, c, alpha, beta, options);
+}
+
 /// The same product, requantized to a GSE tensor grouped along `axis`, for a fully integer
 /// pipeline.  The float result (computed as above, alpha = 1, beta = 0) is quantized with
 /// `quantize`, so the output equals quantize(matmul(A, B)) bit for bit.

@@ -1,0 +1,198 @@
+// regroup.hpp: re-encode a GSE tensor with its groups along the other axis, in integers.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <vector>
+
+#include "gsq/convert.hpp"
+#include "gsq/detail/check.hpp"
+#include "gsq/detail/rng.hpp"
+#include "gsq/format.hpp"
+#include "gsq/kernels/quantize_scalar.hpp"
+#include "gsq/tensor.hpp"
+
+namespace gsq {
+
+// Why regroup
+// ---------------------------------------------------------------------------------------------
+// A matmul reduces along the axis its operands are grouped along.  The LoRA backward reduces a
+// frozen weight along out_features (dX = dY * W^T) although its forward groups it along
+// in_features, and reduces activations along tokens (dA = X^T * ...) although the forward
+// groups them along in_features.  Rather than keep float copies, or kernels that rescale every
+// value on the fly, gsq re-encodes the integer tensor once with groups along the other axis.
+//
+// What regroup computes
+//   regroup(src, axis) = the encoding (format.hpp, "Encoding") of the exact values
+//   c * 2^(T + E) of src, with groups along `axis`.
+// It runs in integers only: each new group's exponent is the largest floor(log2|value|) among
+// its members (the old exponent plus the code's bit length), and each code is shifted to the
+// new quantum and rounded exactly as the float encoder rounds (same 32 fraction bits, same
+// stochastic stream keyed by (seed, new line, position)).  So for every tensor whose values are
+// float32 numbers (every tensor quantize() produced), regroup(src, axis) equals
+// quantize(dequantize(src), axis) bit for bit, on every rounding mode.
+//
+// The error it adds
+//   One more rounding: each value moves by at most half a new quantum (nearest modes), on top
+//   of the first quantization's error.  Values whose old group exponent was below the new
+//   group's lose low bits; none is lost when BitsOut - BitsIn covers the spread of old
+//   exponents within the new group, so regrouping a 4-bit weight into 8-bit codes (the kernels
+//   run int8 for every width anyway) is exact whenever that spread is at most 4 binades.
+//   examples/quant_report prints the measured error of both choices.
+
+namespace detail {
+
+/// floor(log2(|c|)) for a nonzero code.
+inline int code_log2(int c) noexcept {
+  const auto mag = static_cast<std::uint32_t>(c < 0 ? -c : c);
+  return 31 - kernels::detail::count_leading_zeros(mag);
+}
+
+/// Encodes code c of quantum s at quantum s_new >= (its group's q), format.hpp step 4.
+template <int BitsOut, Rounding R>
+std::int8_t reencode(int c, int s, int s_new, std::uint32_t random, Index& saturated) noexcept {
+  constexpr auto kQMax = static_cast<std::uint32_t>(GseFormat<BitsOut>::kQMax);
+  const auto mag = static_cast<std::uint32_t>(c < 0 ? -c : c);
+  const int sh = s_new - s;
+  std::uint32_t out;
+  if (sh <= 0) {
+    out = mag << std::min(-sh, 31);  // exact; fits, since s_new >= q of the group
+  } else {
+    const std::uint64_t t = (std::uint64_t{mag} << 32) >> std::min(sh, 63);
+    out = static_cast<std::uint32_t>(t >> 32);
+    out += kernels::detail::round_up<R>(static_cast<std::uint32_t>(t), out, random);
+  }
+  if (out > kQMax) {
+    out = kQMax;
+    ++saturated;
+  }
+  const auto code = static_cast<std::int8_t>(out);
+  return c < 0 ? static_cast<std::int8_t>(-code) : code;
+}
+
+/// Visits every element of `src` as (old line, old pos, new line, new pos) in tiles of 64 x 64,
+/// so that a transposing regroup reads and writes within cache-sized blocks.
+template <int Bits, int GroupSize, typename Visit>
+void for_each_tiled(const GseView<Bits, GroupSize>& src, const GseShape& out, Visit&& visit) {
+  constexpr Index kTile = 64;
+  const GseShape& in = src.shape();
+  for (Index l0 = 0; l0 < src.lines(); l0 += kTile) {
+    const Index l1 = std::min(src.lines(), l0 + kTile);
+    for (Index p0 = 0; p0 < src.length(); p0 += kTile) {
+      const Index p1 = std::min(src.length(), p0 + kTile);
+      for (Index l = l0; l < l1; ++l) {
+        for (Index p = p0; p < p1; ++p) {
+          const Index i = in.row_of(l, p);
+          const Index j = in.col_of(l, p);
+          visit(l, p, out.line_of(i, j), out.pos_of(i, j));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Re-encodes `src` as GSE-INT<BitsOut> with groups along `axis` (see above), into `dst`,
+/// reusing its storage.  Uses options.rounding and options.seed (options.non_finite and
+/// options.isa do not apply: the input is finite and the work is integer).  Reports clamped,
+/// zero and saturated groups in `stats` as quantize() does.
+template <int BitsOut, int BitsIn, int GroupSize>
+void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
+                  GseTensor<BitsOut, GroupSize>& dst, const QuantizeOptions& options = {},
+                  ConversionStats* stats = nullptr) {
+  GSQ_CHECK(src.lines() == 0 || src.length() <= INT_MAX - 4096, "regroup: lines of ",
+            src.length(), " values are longer than supported (2^31 - 4096)");
+  GSQ_CHECK(static_cast<const void*>(src.line_codes(0)) !=
+                    static_cast<const void*>(dst.mutable_codes()) ||
+                src.empty(),
+            "regroup: the destination must not be the source");
+  dst.reshape(src.rows(), src.cols(), axis);
+  const GseShape out = dst.shape();
+  const auto view = dst.view();
+  const Index groups = view.groups_per_line();
+  ConversionStats st;
+  st.groups = view.lines() * groups;
+
+  // Pass 1: the largest floor(log2|value|) of every new group.
+  std::vector<int> top(static_cast<std::size_t>(st.groups), INT_MIN);
+  detail::for_each_tiled(src, out, [&](Index l, Index p, Index nl, Index np) {
+    const int c = src.line_codes(l)[p];
+    if (c == 0) return;
+    int& t = top[static_cast<std::size_t>(nl * groups + np / GroupSize)];
+    t = std::max(t, src.offset() + src.line_exponents(l)[p / GroupSize] + detail::code_log2(c));
+  });
+
+  // The offset and exponents, exactly as quantize() derives them (format.hpp, steps 1-3).
+  constexpr int kFraction = GseFormat<BitsOut, GroupSize>::kFractionBits;
+  int q_max = INT_MIN;
+  for (const int t : top) {
+    if (t != INT_MIN) q_max = std::max(q_max, t - kFraction);
+  }
+  const int offset = q_max == INT_MIN ? 0 : q_max - kMaxGroupExponent;
+  GSQ_CHECK(q_max == INT_MIN || (offset >= GseFormat<BitsOut, GroupSize>::kMinOffset &&
+                                 offset <= GseFormat<BitsOut, GroupSize>::kMaxOffset),
+            "regroup: the tensor's largest value needs an offset of ", offset,
+            ", outside the format's range");
+  dst.set_offset(offset);
+  for (std::size_t g = 0; g < top.size(); ++g) {
+    std::uint8_t& e = dst.mutable_exponents()[g];
+    if (top[g] == INT_MIN) {
+      e = 0;
+      ++st.zero_groups;
+    } else if (top[g] - kFraction < offset) {
+      e = 0;
+      ++st.clamped_groups;
+    } else {
+      e = static_cast<std::uint8_t>(top[g] - kFraction - offset);
+    }
+  }
+
+  // Pass 2: every code at its new quantum.
+  const Index padded = view.padded_length();
+  auto encode_all = [&](auto rounding) {
+    constexpr Rounding R = decltype(rounding)::value;
+    detail::for_each_tiled(src, out, [&](Index l, Index p, Index nl, Index np) {
+      const int c = src.line_codes(l)[p];
+      if (c == 0) return;  // reshape() zeroed the codes
+      const int s = src.offset() + src.line_exponents(l)[p / GroupSize];
+      const int s_new = offset + dst.mutable_exponents()[nl * groups + np / GroupSize];
+      const std::uint32_t random =
+          R == Rounding::kStochastic
+              ? gsq::detail::random_at(
+                    gsq::detail::line_key(options.seed, static_cast<std::uint64_t>(nl)),
+                    static_cast<std::uint32_t>(np))
+              : 0u;
+      dst.mutable_codes()[nl * padded + np] =
+          detail::reencode<BitsOut, R>(c, s, s_new, random, st.saturated);
+    });
+  };
+  switch (options.rounding) {
+    case Rounding::kNearestEven:
+      encode_all(std::integral_constant<Rounding, Rounding::kNearestEven>{});
+      break;
+    case Rounding::kNearestAway:
+      encode_all(std::integral_constant<Rounding, Rounding::kNearestAway>{});
+      break;
+    case Rounding::kTowardZero:
+      encode_all(std::integral_constant<Rounding, Rounding::kTowardZero>{});
+      break;
+    case Rounding::kStochastic:
+      encode_all(std::integral_constant<Rounding, Rounding::kStochastic>{});
+      break;
+  }
+  if (stats != nullptr) *stats = st;
+}
+
+/// Re-encodes `src` with groups along `axis` into a new tensor; see regroup_into.
+template <int BitsOut, int BitsIn, int GroupSize>
+GseTensor<BitsOut, GroupSize> regroup(const GseView<BitsIn, GroupSize>& src, Axis axis,
+                                      const QuantizeOptions& options = {},
+                                      ConversionStats* stats = nullptr) {
+  GseTensor<BitsOut, GroupSize> t;
+  regroup_into(src, axis, t, options, stats);
+  return t;
+}
+
+}  // namespace gsq
