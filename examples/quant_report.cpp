@@ -117,6 +117,33 @@ Data layers(const gsq::Llama2Weights& w,
 
 }  // namespace
 
+/// The backward pass reduces W along the other axis.  Rows: the forward weight (W4, groups along
+/// the rows of the row-major data) regrouped in integers (gsq::regroup) to 4 or 8 bits, against
+/// quantizing the float weight along the other axis directly.  SQNR against the float weight, and
+/// against the forward's W4 values (the weight the backward must differentiate).
+void regroup_rows(const Data& d) {
+  const auto src = MatrixRef<const float>::row_major(d.x.data(), d.rows, d.cols);
+  const auto w4 = gsq::quantize<4>(src, gsq::Axis::kCols);
+  const auto fwd = gsq::dequantize(w4);
+  auto row = [&](const char* name, const std::vector<float>& y) {
+    Index changed = 0;
+    for (std::size_t k = 0; k < y.size(); ++k) changed += y[k] != fwd[k];
+    std::printf("| %s | %.2f | %.2f | %.2f %% |\n", name, sqnr_db(d.x, y), sqnr_db(fwd, y),
+                100.0 * static_cast<double>(changed) / static_cast<double>(y.size()));
+  };
+  std::printf(
+      "| backward weight | SQNR vs float W | SQNR vs forward W4 | values changed |\n"
+      "|---|---:|---:|---:|\n");
+  row("forward W4 itself (groups along in)", fwd);
+  row("W4 regrouped to GSE-INT4 along out",
+      gsq::dequantize(gsq::regroup<4>(w4.view(), gsq::Axis::kRows)));
+  row("W4 regrouped to GSE-INT8 along out",
+      gsq::dequantize(gsq::regroup<8>(w4.view(), gsq::Axis::kRows)));
+  row("float W quantized to GSE-INT4 along out",
+      gsq::dequantize(gsq::quantize<4>(src, gsq::Axis::kRows)));
+  std::printf("\n");
+}
+
 int main(int argc, char** argv) {
   std::printf("# gsq quantization report\n\n");
   std::printf(
@@ -148,6 +175,9 @@ int main(int argc, char** argv) {
   group_sweep_row<4, 16, 32, 64, 128, 256>("GSE-INT4, Student-t", t);
   std::printf("\n");
 
+  std::printf("## Regrouping the frozen weight for the backward pass (Gaussian)\n\n");
+  regroup_rows(g);
+
   const std::string path = argc > 1 ? argv[1] : "../shared/models/stories260K.bin";
   std::printf("## Real weights: %s\n\n", path.c_str());
   gsq::Llama2Weights w;
@@ -176,5 +206,8 @@ int main(int argc, char** argv) {
          {"w1", layers(w, &W::w1)},
          {"w2", layers(w, &W::w2)},
          {"w3", layers(w, &W::w3)}});
+  std::printf("### Regrouping the real weights for the backward pass (wq, w2)\n\n");
+  regroup_rows(layers(w, &W::wq));
+  regroup_rows(layers(w, &W::w2));
   return 0;
 }

@@ -1,5 +1,7 @@
 // matmul_test.cpp: the GSE matmul against its bit-level specification, every kernel and thread
 // count against scalar, and against a double-precision reference with derived error bounds.
+#include "gsq/matmul.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "gsq/matmul.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
 
@@ -38,8 +39,7 @@ std::vector<float> spec_matmul(const gsq::GseView<BA, G>& a, const gsq::GseView<
       float acc = 0.0f;
       for (Index g = 0; g < a.groups_per_line(); ++g) {
         std::int32_t d = 0;
-        for (Index k = 0; k < G; ++k)
-          d += a.line_codes(i)[g * G + k] * b.line_codes(j)[g * G + k];
+        for (Index k = 0; k < G; ++k) d += a.line_codes(i)[g * G + k] * b.line_codes(j)[g * G + k];
         const int e = a.line_exponents(i)[g] + b.line_exponents(j)[g];
         acc += static_cast<float>(d) * std::ldexp(1.0f, e);
       }
@@ -53,8 +53,8 @@ std::vector<float> spec_matmul(const gsq::GseView<BA, G>& a, const gsq::GseView<
 
 std::vector<Isa> matmul_isas() {
   std::vector<Isa> isas;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kNeon,
-                  Isa::kNeonDot}) {
+  for (Isa isa :
+       {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kNeon, Isa::kNeonDot}) {
     if (gsq::cpu_supports(isa)) isas.push_back(isa);
   }
   return isas;
@@ -114,24 +114,23 @@ TEST_CASE("matmul: alpha, beta, mixed widths and group sizes", "[matmul]") {
 
 TEST_CASE("matmul: extreme offsets, clamped and zero groups", "[matmul]") {
   // Tiny times huge, and a product that underflows to float subnormals: the epilogue rounds once.
-  for (auto [lo_a, hi_a, lo_b, hi_b] : {std::array<int, 4>{-140, -100, 60, 100},
-                                        std::array<int, 4>{-120, -60, -100, -60},
-                                        std::array<int, 4>{60, 100, 20, 60}}) {
+  for (auto [lo_a, hi_a, lo_b, hi_b] :
+       {std::array<int, 4>{-140, -100, 60, 100}, std::array<int, 4>{-120, -60, -100, -60},
+        std::array<int, 4>{60, 100, 20, 60}}) {
     const Index m = 11, n = 19, k = 70;
     const auto xa = gsq::test::mixed_data(static_cast<std::size_t>(m * k), 3, lo_a, hi_a);
     const auto xb = gsq::test::mixed_data(static_cast<std::size_t>(k * n), 4, lo_b, hi_b);
-    const auto a = gsq::quantize<8, 32>(MatrixRef<const float>::row_major(xa.data(), m, k),
-                                        Axis::kCols);
-    const auto b = gsq::quantize<8, 32>(MatrixRef<const float>::row_major(xb.data(), k, n),
-                                        Axis::kRows);
+    const auto a =
+        gsq::quantize<8, 32>(MatrixRef<const float>::row_major(xa.data(), m, k), Axis::kCols);
+    const auto b =
+        gsq::quantize<8, 32>(MatrixRef<const float>::row_major(xb.data(), k, n), Axis::kRows);
     const std::vector<float> zero(static_cast<std::size_t>(m * n), 0.0f);
     const auto expect = spec_matmul(a.view(), b.view(), zero, 1.0f, 0.0f);
     for (Isa isa : matmul_isas()) {
       std::vector<float> c(zero.size(), std::nanf(""));  // beta == 0: C is never read
       gsq::MatmulOptions opt;
       opt.isa = isa;
-      gsq::matmul(a.view(), b.view(), MatrixRef<float>::row_major(c.data(), m, n), 1.0f, 0.0f,
-                  opt);
+      gsq::matmul(a.view(), b.view(), MatrixRef<float>::row_major(c.data(), m, n), 1.0f, 0.0f, opt);
       INFO(gsq::to_string(isa) << " binades " << lo_a << ".." << hi_a << " x " << lo_b << ".."
                                << hi_b);
       REQUIRE(same_bits(c, expect));
@@ -152,7 +151,8 @@ TEST_CASE("matmul: strided and transposed outputs, prepacked B", "[matmul]") {
   gsq::matmul(a.view(), packed, MatrixRef<float>::col_major(col.data(), m, n, ld));
   for (Index i = 0; i < m; ++i) {
     for (Index j = 0; j < n; ++j) {
-      REQUIRE(col[static_cast<std::size_t>(j * ld + i)] == row[static_cast<std::size_t>(i * n + j)]);
+      REQUIRE(col[static_cast<std::size_t>(j * ld + i)] ==
+              row[static_cast<std::size_t>(i * n + j)]);
     }
   }
   for (Index j = 0; j < n; ++j) {
@@ -225,7 +225,8 @@ TEST_CASE("matmul: bad input names the shapes", "[matmul]") {
   REQUIRE(contains(msg, "60x5"));
   const auto b_ok = random_operand<8, 32>(64, 5, Axis::kRows, 2);
   REQUIRE(contains(error_message([&] {
-                     gsq::matmul(a.view(), b_ok.view(), MatrixRef<float>::row_major(c.data(), 5, 5));
+                     gsq::matmul(a.view(), b_ok.view(),
+                                 MatrixRef<float>::row_major(c.data(), 5, 5));
                    }),
                    "C is 5x5 but A * B is 4x5"));
   const auto b_cols = random_operand<8, 32>(64, 5, Axis::kCols, 2);
@@ -234,10 +235,9 @@ TEST_CASE("matmul: bad input names the shapes", "[matmul]") {
   const auto a_rows = random_operand<8, 32>(4, 64, Axis::kRows, 1);
   REQUIRE(contains(error_message([&] { gsq::matmul(a_rows.view(), b_ok.view(), out); }),
                    "grouped along its columns"));
-  REQUIRE(contains(error_message([&] {
-                     gsq::matmul(a.view(), b_ok.view(), out, std::nanf(""), 0.0f);
-                   }),
-                   "must be finite"));
+  REQUIRE(
+      contains(error_message([&] { gsq::matmul(a.view(), b_ok.view(), out, std::nanf(""), 0.0f); }),
+               "must be finite"));
   // Empty shapes are fine: K = 0 gives beta * C.
   const auto a0 = random_operand<8, 32>(3, 0, Axis::kCols, 1);
   const auto b0 = random_operand<8, 32>(0, 2, Axis::kRows, 1);

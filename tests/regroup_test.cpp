@@ -1,11 +1,12 @@
 // regroup_test.cpp: integer regrouping against quantizing the float values directly.
+#include "gsq/regroup.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "catch.hpp"
 #include "gsq/matmul.hpp"
-#include "gsq/regroup.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
 
@@ -31,7 +32,8 @@ bool same_tensor(const gsq::GseTensor<B, G>& x, const gsq::GseTensor<B, G>& y) {
 template <int BitsIn, int BitsOut, int G>
 void check_regroup(Index rows, Index cols, Axis from, Axis to, std::uint32_t seed, int lo, int hi) {
   const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), seed, lo, hi);
-  const auto src = gsq::quantize<BitsIn, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), from);
+  const auto src =
+      gsq::quantize<BitsIn, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), from);
   const auto values = gsq::dequantize(src);  // exact: every value is a float32
   for (Rounding rounding : {Rounding::kNearestEven, Rounding::kNearestAway, Rounding::kTowardZero,
                             Rounding::kStochastic}) {
@@ -78,8 +80,8 @@ TEST_CASE("regroup into more bits is lossless when exponents are close", "[regro
   std::normal_distribution<float> normal;
   std::vector<float> w(static_cast<std::size_t>(rows * cols));
   for (auto& v : w) v = normal(rng);
-  const auto w4 = gsq::quantize<4, 32>(MatrixRef<const float>::row_major(w.data(), rows, cols),
-                                       Axis::kRows);
+  const auto w4 =
+      gsq::quantize<4, 32>(MatrixRef<const float>::row_major(w.data(), rows, cols), Axis::kRows);
   const auto exact = gsq::dequantize(w4);
   const auto w8 = gsq::regroup<8>(w4.view(), Axis::kCols);
   const auto w4t = gsq::regroup<4>(w4.view(), Axis::kCols);
@@ -107,14 +109,18 @@ TEST_CASE("regrouped weight serves the transposed product", "[regroup]") {
   const Index tokens = 24, in = 96, out = 80;
   std::mt19937 rng(9);
   std::normal_distribution<float> normal;
-  std::vector<float> w(static_cast<std::size_t>(in * out)), dy(static_cast<std::size_t>(tokens * out));
+  std::vector<float> w(static_cast<std::size_t>(in * out)),
+      dy(static_cast<std::size_t>(tokens * out));
   for (auto& v : w) v = normal(rng);
   for (auto& v : dy) v = normal(rng);
-  const auto wq = gsq::quantize<4, 32>(MatrixRef<const float>::row_major(w.data(), in, out), Axis::kRows);
-  const auto dyq = gsq::quantize<8, 32>(MatrixRef<const float>::row_major(dy.data(), tokens, out), Axis::kCols);
+  const auto wq =
+      gsq::quantize<4, 32>(MatrixRef<const float>::row_major(w.data(), in, out), Axis::kRows);
+  const auto dyq =
+      gsq::quantize<8, 32>(MatrixRef<const float>::row_major(dy.data(), tokens, out), Axis::kCols);
   const auto w_out = gsq::regroup<8>(wq.view(), Axis::kCols);  // in x out, groups along out
   std::vector<float> dx(static_cast<std::size_t>(tokens * in));
-  gsq::matmul(dyq.view(), w_out.view().transposed(), MatrixRef<float>::row_major(dx.data(), tokens, in));
+  gsq::matmul(dyq.view(), w_out.view().transposed(),
+              MatrixRef<float>::row_major(dx.data(), tokens, in));
   // Against the exact product of the same quantized operands (W's 4-bit values are what the
   // forward pass used, so they are the weight the backward must differentiate).
   const auto wv = gsq::dequantize(wq);

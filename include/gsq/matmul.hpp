@@ -147,7 +147,8 @@ class PackedMatmulRhs {
   PackedMatmulRhs() = default;
 
   template <int Bits>
-  static PackedMatmulRhs pack(const GseView<Bits, GroupSize>& b, const MatmulOptions& options = {}) {
+  static PackedMatmulRhs pack(const GseView<Bits, GroupSize>& b,
+                              const MatmulOptions& options = {}) {
     PackedMatmulRhs p;
     p.assign(b, options);
     return p;
@@ -157,8 +158,8 @@ class PackedMatmulRhs {
   /// operand such as a regrouped weight or an adapter then costs no allocation).
   template <int Bits>
   void assign(const GseView<Bits, GroupSize>& b, const MatmulOptions& options = {}) {
-    GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(),
-              " grouped along ", to_string(b.axis()),
+    GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(), " grouped along ",
+              to_string(b.axis()),
               ", but the right operand must be grouped along its rows (the reduction axis K)");
     isa_ = detail::matmul_kernel_isa(options.isa);
     shape_ = detail::panel_shape(isa_);
@@ -240,7 +241,8 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
     tail_comp.assign(static_cast<std::size_t>(kMr * lde), 0);
     const Index first = m - tail_rows;
     std::memcpy(tail_codes.data(), a.line_codes(first), static_cast<std::size_t>(tail_rows * lda));
-    std::memcpy(tail_exps.data(), a.line_exponents(first), static_cast<std::size_t>(tail_rows * lde));
+    std::memcpy(tail_exps.data(), a.line_exponents(first),
+                static_cast<std::size_t>(tail_rows * lde));
     if (comp != nullptr) {
       std::memcpy(tail_comp.data(), comp + first * lde,
                   static_cast<std::size_t>(tail_rows * lde) * sizeof(std::int32_t));
@@ -348,8 +350,8 @@ void matmul(const GseView<BitsA, GroupSize>& a, const PackedMatmulRhs<GroupSize>
             ", B is ", b.rows(), "x", b.cols(), ")");
   GSQ_CHECK(std::isfinite(alpha) && std::isfinite(beta), "matmul: alpha (", alpha, ") and beta (",
             beta, ") must be finite");
-  GSQ_CHECK(c.data != nullptr || c.rows * c.cols == 0, "matmul: null C for a ", c.rows, "x",
-            c.cols, " result");
+  GSQ_CHECK(c.data != nullptr || c.rows * c.cols == 0, "matmul: null C for a ", c.rows, "x", c.cols,
+            " result");
   const Isa isa = options.isa ? detail::matmul_kernel_isa(options.isa) : b.isa();
   GSQ_CHECK(isa == b.isa(), "matmul: B was packed for ", to_string(b.isa()), ", not for ",
             to_string(isa));

@@ -102,8 +102,8 @@ template <int BitsOut, int BitsIn, int GroupSize>
 void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
                   GseTensor<BitsOut, GroupSize>& dst, const QuantizeOptions& options = {},
                   ConversionStats* stats = nullptr) {
-  GSQ_CHECK(src.lines() == 0 || src.length() <= INT_MAX - 4096, "regroup: lines of ",
-            src.length(), " values are longer than supported (2^31 - 4096)");
+  GSQ_CHECK(src.lines() == 0 || src.length() <= INT_MAX - 4096, "regroup: lines of ", src.length(),
+            " values are longer than supported (2^31 - 4096)");
   GSQ_CHECK(static_cast<const void*>(src.line_codes(0)) !=
                     static_cast<const void*>(dst.mutable_codes()) ||
                 src.empty(),

@@ -27,8 +27,7 @@ GSQ_TARGET_AVX2 inline void epilogue8(__m256 acc, const MatmulTile& t, float* c,
   }
   const __m256i mask =
       _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  if (t.beta != 0.0f)
-    r = _mm256_fmadd_ps(_mm256_set1_ps(t.beta), _mm256_maskload_ps(c, mask), r);
+  if (t.beta != 0.0f) r = _mm256_fmadd_ps(_mm256_set1_ps(t.beta), _mm256_maskload_ps(c, mask), r);
   _mm256_maskstore_ps(c, mask, r);
 }
 

@@ -29,10 +29,11 @@ struct MatmulKernel<Isa::kNeonDot> {
       const std::int8_t* a = t.a + g * GroupSize;
       for (int s = 0; s < GroupSize / 4; ++s) {
         // The 4 K positions of the 4 rows, gathered into one vector for the by-element sdot.
-        const int32x4_t rows = {detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + 4 * s)),
-                                detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + t.lda + 4 * s)),
-                                detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + 2 * t.lda + 4 * s)),
-                                detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + 3 * t.lda + 4 * s))};
+        const int32x4_t rows = {
+            detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + 4 * s)),
+            detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + t.lda + 4 * s)),
+            detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + 2 * t.lda + 4 * s)),
+            detail::load_i32(reinterpret_cast<const std::uint8_t*>(a + 3 * t.lda + 4 * s))};
         const int8x16_t av = vreinterpretq_s8_s32(rows);
         const int8x16_t b0 = vld1q_s8(reinterpret_cast<const std::int8_t*>(b + s * kNr * 4));
         const int8x16_t b1 = vld1q_s8(reinterpret_cast<const std::int8_t*>(b + s * kNr * 4 + 16));
@@ -50,10 +51,10 @@ struct MatmulKernel<Isa::kNeonDot> {
       const int32x4_t eb1 = vld1q_s32(reinterpret_cast<const std::int32_t*>(eb + 16));
       for (int r = 0; r < kMr; ++r) {
         const int32x4_t er = vdupq_n_s32(std::int32_t{t.ea[r * t.lde + g]} << 23);
-        acc[r][0] = vfmaq_f32(acc[r][0], vcvtq_f32_s32(d[r][0]),
-                              vreinterpretq_f32_s32(vaddq_s32(eb0, er)));
-        acc[r][1] = vfmaq_f32(acc[r][1], vcvtq_f32_s32(d[r][1]),
-                              vreinterpretq_f32_s32(vaddq_s32(eb1, er)));
+        acc[r][0] =
+            vfmaq_f32(acc[r][0], vcvtq_f32_s32(d[r][0]), vreinterpretq_f32_s32(vaddq_s32(eb0, er)));
+        acc[r][1] =
+            vfmaq_f32(acc[r][1], vcvtq_f32_s32(d[r][1]), vreinterpretq_f32_s32(vaddq_s32(eb1, er)));
       }
       b += rhs_group_bytes(GroupSize, kNr);
     }
@@ -67,7 +68,8 @@ struct MatmulKernel<Isa::kNeonDot> {
         vst1q_f32(out + 4 * v, vcvt_high_f32_f64(vcvt_f32_f64(lo), hi));
       }
       float* c = t.c + r * t.ldc;
-      for (int j = 0; j < t.cols; ++j) c[j] = t.beta == 0.0f ? out[j] : std::fma(t.beta, c[j], out[j]);
+      for (int j = 0; j < t.cols; ++j)
+        c[j] = t.beta == 0.0f ? out[j] : std::fma(t.beta, c[j], out[j]);
     }
   }
 };

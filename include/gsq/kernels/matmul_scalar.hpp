@@ -64,14 +64,14 @@ constexpr Index rhs_group_bytes(int group_size, int nr) noexcept {
 /// One call of a micro-kernel: the full K reduction of a rows x cols tile (rows <= Mr,
 /// cols <= Nr), written to C (row-major with leading dimension ldc) through the epilogue.
 struct MatmulTile {
-  const std::int8_t* a = nullptr;     ///< codes of the tile's first row of A
-  Index lda = 0;                      ///< codes between rows of A
-  const std::uint8_t* ea = nullptr;   ///< group exponents of the first row of A
-  const std::int32_t* comp = nullptr; ///< -128 * group sums of A (kBiasedRhs kernels), stride lde
-  Index lde = 0;                      ///< exponents (and compensations) between rows of A
-  const std::uint8_t* b = nullptr;    ///< B panel
-  Index groups = 0;                   ///< groups along K
-  double scale = 1.0;                 ///< alpha * 2^(Ta + Tb), exact in double
+  const std::int8_t* a = nullptr;      ///< codes of the tile's first row of A
+  Index lda = 0;                       ///< codes between rows of A
+  const std::uint8_t* ea = nullptr;    ///< group exponents of the first row of A
+  const std::int32_t* comp = nullptr;  ///< -128 * group sums of A (kBiasedRhs kernels), stride lde
+  Index lde = 0;                       ///< exponents (and compensations) between rows of A
+  const std::uint8_t* b = nullptr;     ///< B panel
+  Index groups = 0;                    ///< groups along K
+  double scale = 1.0;                  ///< alpha * 2^(Ta + Tb), exact in double
   /// The same scale as a float when it is one exactly and is normal; then acc * scale_f rounds
   /// exactly as the double product does (both are the correctly rounded acc * scale), and SIMD
   /// epilogues use the cheaper float multiply.
