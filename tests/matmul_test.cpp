@@ -245,3 +245,30 @@ TEST_CASE("matmul: bad input names the shapes", "[matmul]") {
   gsq::matmul(a0.view(), b0.view(), MatrixRef<float>::row_major(c0.data(), 3, 2), 1.0f, 2.0f);
   REQUIRE(c0 == std::vector<float>{2, 4, 6, 8, 10, 12});
 }
+
+TEST_CASE("matmul_quantized and quantize_matmul equal their two-step definitions", "[matmul]") {
+  const Index m = 21, n = 37, k = 100;
+  const auto x = gsq::test::mixed_data(static_cast<std::size_t>(m * k), 31, -4, 4);
+  const auto xa = MatrixRef<const float>::row_major(x.data(), m, k);
+  const auto a = gsq::quantize<8, 32>(xa, Axis::kCols);
+  const auto b = random_operand<8, 32>(k, n, Axis::kRows, 32);
+  std::vector<float> c(static_cast<std::size_t>(m * n));
+  const auto cref = MatrixRef<float>::row_major(c.data(), m, n);
+  gsq::matmul(a.view(), b.view(), cref);
+
+  gsq::QuantizeOptions q;
+  q.rounding = gsq::Rounding::kStochastic;
+  q.seed = 99;
+  gsq::GseTensor<6, 32> out;
+  gsq::matmul_quantized(a.view(), b.view(), Axis::kRows, out, q);
+  const auto want = gsq::quantize<6, 32>(MatrixRef<const float>(cref), Axis::kRows, q);
+  REQUIRE(out.offset() == want.offset());
+  for (Index i = 0; i < m; ++i) {
+    for (Index j = 0; j < n; ++j) REQUIRE(out.code(i, j) == want.code(i, j));
+  }
+
+  std::vector<float> c2(c.size());
+  gsq::quantize_matmul<8>(xa, gsq::PackedMatmulRhs<32>::pack(b.view()),
+                          MatrixRef<float>::row_major(c2.data(), m, n));
+  REQUIRE(same_bits(c2, c));
+}
