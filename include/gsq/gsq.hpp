@@ -8,6 +8,7 @@
 #include "gsq/half.hpp"
 #include "gsq/int8.hpp"
 #include "gsq/llama2.hpp"
+#include "gsq/lora.hpp"
 #include "gsq/matmul.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
