@@ -256,7 +256,21 @@ class PackedGseTensor {
     std::size_t k = 0;
     for (Index line = 0; line < src.lines(); ++line) {
       const std::int8_t* c = src.line_codes(line);
-      for (Index pos = 0; pos < src.length(); ++pos, ++k) {
+      Index pos = 0;
+      if constexpr (Bits == 4 || Bits == 8) {
+        if (little_endian() && (Bits == 8 || k % 2 == 0)) {  // whole bytes, as in unpack_into
+          auto* bytes = reinterpret_cast<std::uint8_t*>(codes) + k * Bits / 8;
+          if constexpr (Bits == 8) {
+            for (; pos < src.length(); ++pos) bytes[pos] = static_cast<std::uint8_t>(c[pos]);
+          } else {
+            for (; pos + 1 < src.length(); pos += 2) {
+              bytes[pos / 2] = static_cast<std::uint8_t>((c[pos] & 0x0F) | ((c[pos + 1] & 0x0F) << 4));
+            }
+          }
+          k += static_cast<std::size_t>(pos);
+        }
+      }
+      for (; pos < src.length(); ++pos, ++k) {
         put(codes, k * Bits, Bits, static_cast<std::uint8_t>(c[pos]));
       }
     }
@@ -297,7 +311,32 @@ class PackedGseTensor {
     std::size_t k = 0;
     for (Index line = 0; line < v.lines(); ++line) {
       std::int8_t* c = dst.mutable_codes() + line * v.padded_length();
-      for (Index pos = 0; pos < v.length(); ++pos, ++k) {
+      Index pos = 0;
+      if constexpr (Bits == 4 || Bits == 8) {
+        // Whole bytes (8 bits, or 2 nibbles from an even value index): the LSB-first word
+        // stream is the little-endian byte stream, so read bytes directly.
+        if (little_endian() && (Bits == 8 || k % 2 == 0)) {
+          const auto* bytes = reinterpret_cast<const std::uint8_t*>(codes) + k * Bits / 8;
+          int bad = 0;
+          if constexpr (Bits == 8) {
+            for (; pos < v.length(); ++pos) {
+              c[pos] = static_cast<std::int8_t>(bytes[pos]);
+              bad |= bytes[pos] == 0x80;
+            }
+          } else {
+            for (; pos + 1 < v.length(); pos += 2) {
+              const std::uint8_t b = bytes[pos / 2];
+              // Sign-extend each nibble: (n ^ 8) - 8.
+              c[pos] = static_cast<std::int8_t>(((b & 0x0F) ^ 8) - 8);
+              c[pos + 1] = static_cast<std::int8_t>(((b >> 4) ^ 8) - 8);
+              bad |= (b & 0x0F) == 8 || (b >> 4) == 8;
+            }
+          }
+          if (bad != 0) pos = 0;  // rescan with the checking path to name the bad code
+          k += static_cast<std::size_t>(pos);
+        }
+      }
+      for (; pos < v.length(); ++pos, ++k) {
         const auto raw = static_cast<int>(get(codes, k * Bits, Bits));
         const int code = raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;  // sign-extend
         GSQ_CHECK(code >= -Format::kQMax, "PackedGseTensor: corrupt code ", code, " at row ",
@@ -341,6 +380,12 @@ class PackedGseTensor {
     return (exponent_count() * kExponentBits + 63) / 64;
   }
 
+  static bool little_endian() noexcept {
+    const std::uint16_t probe = 1;
+    std::uint8_t first;
+    std::memcpy(&first, &probe, 1);
+    return first == 1;
+  }
   static void put(std::uint64_t* words, std::size_t bit, int width, std::uint64_t value) noexcept {
     value &= (std::uint64_t{1} << width) - 1;
     const std::size_t w = bit / 64;
