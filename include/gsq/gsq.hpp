@@ -1,6 +1,7 @@
 // gsq.hpp: the whole library except optional interop (eigen.hpp).
 #pragma once
 
+#include "gsq/checkpoint.hpp"
 #include "gsq/convert.hpp"
 #include "gsq/detail/cpu.hpp"
 #include "gsq/format.hpp"

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "gsq/checkpoint.hpp"
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/gemm_f32.hpp"
@@ -206,6 +207,35 @@ class LoraLinear {
   /// The stochastic-rounding step counter (restored from checkpoints).
   std::int64_t step() const noexcept { return step_; }
   void set_step(std::int64_t step) noexcept { step_ = step; }
+
+  /// Adds the adapters and the step counter to a checkpoint, as "<prefix>a", "<prefix>b" and
+  /// "<prefix>step".  The frozen base is not saved: it is rebuilt from the model.
+  void save_to(CheckpointWriter& writer, const std::string& prefix) const {
+    writer.add_floats(prefix + "a", a_.data(), a_.size());
+    writer.add_floats(prefix + "b", b_.data(), b_.size());
+    writer.add_int64(prefix + "step", step_);
+  }
+
+  /// Checks that a checkpoint holds this layer's entries with the right sizes; throws
+  /// std::invalid_argument naming the first mismatch.  Changes nothing.
+  void check(const CheckpointReader& reader, const std::string& prefix) const {
+    GSQ_CHECK(reader.float_count(prefix + "a") == a_.size() &&
+                  reader.float_count(prefix + "b") == b_.size(),
+              "LoraLinear: checkpoint entries '", prefix, "a' and '", prefix, "b' hold ",
+              reader.float_count(prefix + "a"), " and ", reader.float_count(prefix + "b"),
+              " values, but this layer (", in_, " -> ", out_, ", rank ", rank_, ") needs ",
+              a_.size(), " and ", b_.size());
+    (void)reader.int64(prefix + "step");
+  }
+
+  /// Restores what save_to wrote, after check() (so a bad checkpoint changes nothing).
+  void load_from(const CheckpointReader& reader, const std::string& prefix) {
+    check(reader, prefix);
+    reader.read_floats(prefix + "a", a_.data(), a_.size());
+    reader.read_floats(prefix + "b", b_.data(), b_.size());
+    step_ = reader.int64(prefix + "step");
+    saved_ = false;
+  }
 
   /// Bytes held, by role; saved activations and the largest temporary are those of the last
   /// forward and backward.

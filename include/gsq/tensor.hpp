@@ -151,10 +151,10 @@ class GseView {
   /// round.  A T x in activation grouped along rows (tokens) is, transposed, an in x T matrix
   /// grouped along its columns: the left operand of dW = X^T * dY.
   GseView transposed() const noexcept {
-    return GseView(codes_, exponents_,
-                   GseShape{shape_.cols, shape_.rows,
-                            shape_.axis == Axis::kCols ? Axis::kRows : Axis::kCols},
-                   offset_);
+    return GseView(
+        codes_, exponents_,
+        GseShape{shape_.cols, shape_.rows, shape_.axis == Axis::kCols ? Axis::kRows : Axis::kCols},
+        offset_);
   }
 
  private:
@@ -264,7 +264,8 @@ class PackedGseTensor {
             for (; pos < src.length(); ++pos) bytes[pos] = static_cast<std::uint8_t>(c[pos]);
           } else {
             for (; pos + 1 < src.length(); pos += 2) {
-              bytes[pos / 2] = static_cast<std::uint8_t>((c[pos] & 0x0F) | ((c[pos + 1] & 0x0F) << 4));
+              bytes[pos / 2] =
+                  static_cast<std::uint8_t>((c[pos] & 0x0F) | ((c[pos + 1] & 0x0F) << 4));
             }
           }
           k += static_cast<std::size_t>(pos);
