@@ -71,21 +71,27 @@ std::int8_t reencode(int c, int s, int s_new, std::uint32_t random, Index& satur
   return c < 0 ? static_cast<std::int8_t>(-code) : code;
 }
 
-/// Visits every element of `src` as (old line, old pos, new line, new pos) in tiles of 64 x 64,
-/// so that a transposing regroup reads and writes within cache-sized blocks.
-template <int Bits, int GroupSize, typename Visit>
-void for_each_tiled(const GseView<Bits, GroupSize>& src, const GseShape& out, Visit&& visit) {
+/// Visits every nonzero code of `src` as visit(code, old quantum, new line, new pos), in tiles of
+/// 64 x 64 so that a transposing regroup reads and writes within cache-sized blocks.
+template <bool Transposed, int Bits, int GroupSize, typename Visit>
+void for_each_code(const GseView<Bits, GroupSize>& src, Visit&& visit) {
   constexpr Index kTile = 64;
-  const GseShape& in = src.shape();
   for (Index l0 = 0; l0 < src.lines(); l0 += kTile) {
     const Index l1 = std::min(src.lines(), l0 + kTile);
     for (Index p0 = 0; p0 < src.length(); p0 += kTile) {
       const Index p1 = std::min(src.length(), p0 + kTile);
       for (Index l = l0; l < l1; ++l) {
+        const std::int8_t* codes = src.line_codes(l);
+        const std::uint8_t* exps = src.line_exponents(l);
         for (Index p = p0; p < p1; ++p) {
-          const Index i = in.row_of(l, p);
-          const Index j = in.col_of(l, p);
-          visit(l, p, out.line_of(i, j), out.pos_of(i, j));
+          const int c = codes[p];
+          if (c == 0) continue;
+          const int s = src.offset() + exps[p / GroupSize];
+          if constexpr (Transposed) {
+            visit(c, s, p, l);
+          } else {
+            visit(c, s, l, p);
+          }
         }
       }
     }
@@ -109,7 +115,6 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
                 src.empty(),
             "regroup: the destination must not be the source");
   dst.reshape(src.rows(), src.cols(), axis);
-  const GseShape out = dst.shape();
   const auto view = dst.view();
   const Index groups = view.groups_per_line();
   ConversionStats st;
@@ -117,12 +122,16 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
 
   // Pass 1: the largest floor(log2|value|) of every new group.
   std::vector<int> top(static_cast<std::size_t>(st.groups), INT_MIN);
-  detail::for_each_tiled(src, out, [&](Index l, Index p, Index nl, Index np) {
-    const int c = src.line_codes(l)[p];
-    if (c == 0) return;
+  const bool transposed = src.axis() != axis;
+  auto find_top = [&](int c, int s, Index nl, Index np) {
     int& t = top[static_cast<std::size_t>(nl * groups + np / GroupSize)];
-    t = std::max(t, src.offset() + src.line_exponents(l)[p / GroupSize] + detail::code_log2(c));
-  });
+    t = std::max(t, s + detail::code_log2(c));
+  };
+  if (transposed) {
+    detail::for_each_code<true>(src, find_top);
+  } else {
+    detail::for_each_code<false>(src, find_top);
+  }
 
   // The offset and exponents, exactly as quantize() derives them (format.hpp, steps 1-3).
   constexpr int kFraction = GseFormat<BitsOut, GroupSize>::kFractionBits;
@@ -153,10 +162,7 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
   const Index padded = view.padded_length();
   auto encode_all = [&](auto rounding) {
     constexpr Rounding R = decltype(rounding)::value;
-    detail::for_each_tiled(src, out, [&](Index l, Index p, Index nl, Index np) {
-      const int c = src.line_codes(l)[p];
-      if (c == 0) return;  // reshape() zeroed the codes
-      const int s = src.offset() + src.line_exponents(l)[p / GroupSize];
+    auto encode = [&](int c, int s, Index nl, Index np) {
       const int s_new = offset + dst.mutable_exponents()[nl * groups + np / GroupSize];
       const std::uint32_t random =
           R == Rounding::kStochastic
@@ -166,7 +172,12 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
               : 0u;
       dst.mutable_codes()[nl * padded + np] =
           detail::reencode<BitsOut, R>(c, s, s_new, random, st.saturated);
-    });
+    };
+    if (transposed) {
+      detail::for_each_code<true>(src, encode);
+    } else {
+      detail::for_each_code<false>(src, encode);
+    }
   };
   switch (options.rounding) {
     case Rounding::kNearestEven:
