@@ -11,6 +11,7 @@
 #include "gsq/llama2.hpp"
 #include "gsq/lora.hpp"
 #include "gsq/matmul.hpp"
+#include "gsq/optim.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
 #include "gsq/version.hpp"
