@@ -137,12 +137,88 @@ void lhs_compensation(const GseView<Bits, GroupSize>& a, int threads,
 
 }  // namespace detail
 
+/// A right operand as the matmul driver consumes it: K x N, grouped along K, able to write its
+/// kernel panels (kernels/matmul_scalar.hpp) for any range of columns.  The driver packs one
+/// L2-sized block of panels at a time, so an operand that is not packed ahead (a GseView, a
+/// bit-packed frozen weight, a weight regrouped on the fly) never exists as a whole int8 copy.
+template <int GroupSize>
+class RhsSource {
+ public:
+  virtual ~RhsSource() = default;
+  Index rows() const noexcept { return k_; }
+  Index cols() const noexcept { return n_; }
+  Index groups() const noexcept { return (k_ + GroupSize - 1) / GroupSize; }
+  int offset() const noexcept { return offset_; }
+  /// Writes panels [first, first + count) of `shape` (panel p holds columns
+  /// [p * nr, p * nr + nr)) to out, one after the other.
+  virtual void pack(Index first, Index count, const detail::PanelShape& shape,
+                    std::uint8_t* out) const = 0;
+  /// Panel p when the operand is already packed (PackedMatmulRhs), else null.
+  virtual const std::uint8_t* prepacked(Index /*panel*/) const noexcept { return nullptr; }
+  /// The ISA a prepacked operand was packed for.
+  virtual std::optional<Isa> packed_isa() const noexcept { return std::nullopt; }
+  /// Bytes of one panel of nr columns.
+  Index panel_bytes(int nr) const noexcept {
+    return groups() * kernels::rhs_group_bytes(GroupSize, nr);
+  }
+
+ protected:
+  Index k_ = 0;
+  Index n_ = 0;
+  int offset_ = 0;
+};
+
+namespace detail {
+
+/// Writes one group block of a panel: codes[s][l][k] = code(l, 4 s + k) (+ 128 when biased),
+/// then the exponent bits, for columns l < count (the rest zero).  `code(l, p)` and
+/// `exponent(l)` give column l's code at position p of this group and its group exponent.
+template <int GroupSize, typename Code, typename Exponent>
+void write_group_block(int nr, Index count, bool biased, std::uint8_t* dst, Code&& code,
+                       Exponent&& exponent) {
+  const std::uint8_t bias = biased ? 0x80 : 0x00;
+  for (int l = 0; l < nr; ++l) {
+    std::int32_t bits = 127 << 23;
+    if (l < count) {
+      for (int p = 0; p < GroupSize; ++p)
+        dst[((p / 4) * nr + l) * 4 + p % 4] = static_cast<std::uint8_t>(code(l, p) ^ bias);
+      bits = (exponent(l) + 127) << 23;
+    } else {
+      for (int p = 0; p < GroupSize; ++p) dst[((p / 4) * nr + l) * 4 + p % 4] = bias;
+    }
+    std::memcpy(dst + Index{GroupSize} * nr + 4 * l, &bits, 4);
+  }
+}
+
+/// B from a GseView (compute form) grouped along its rows.
+template <int Bits, int GroupSize>
+class ViewRhs final : public RhsSource<GroupSize> {
+ public:
+  explicit ViewRhs(const GseView<Bits, GroupSize>& b) : b_(b) {
+    this->k_ = b.rows();
+    this->n_ = b.cols();
+    this->offset_ = b.offset();
+  }
+  void pack(Index first, Index count, const PanelShape& shape, std::uint8_t* out) const override {
+    for (Index p = first; p < first + count; ++p) {
+      const Index col0 = p * shape.nr;
+      pack_rhs_panel(b_, col0, std::min<Index>(shape.nr, this->n_ - col0), shape.nr,
+                     shape.biased_rhs, out + (p - first) * this->panel_bytes(shape.nr));
+    }
+  }
+
+ private:
+  GseView<Bits, GroupSize> b_;
+};
+
+}  // namespace detail
+
 /// The right operand B (K x N, grouped along K) packed once for the matmul kernels, so a frozen
 /// weight is laid out for the kernel a single time and reused by every call.  Packing is for one
 /// ISA; matmul() with a different ISA rejects it.  Holds K * N code bytes (rounded up to whole
 /// panels of columns) plus 4 bytes per group and column.
 template <int GroupSize = 32>
-class PackedMatmulRhs {
+class PackedMatmulRhs final : public RhsSource<GroupSize> {
  public:
   PackedMatmulRhs() = default;
 
@@ -161,41 +237,41 @@ class PackedMatmulRhs {
     GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(), " grouped along ",
               to_string(b.axis()),
               ", but the right operand must be grouped along its rows (the reduction axis K)");
-    isa_ = detail::matmul_kernel_isa(options.isa);
-    shape_ = detail::panel_shape(isa_);
-    k_ = b.rows();
-    n_ = b.cols();
-    groups_ = b.groups_per_line();
-    offset_ = b.offset();
-    const Index panels = (n_ + shape_.nr - 1) / shape_.nr;
-    data_.resize(static_cast<std::size_t>(panels * panel_bytes()));
-    detail::parallel_for(panels, detail::resolve_threads(options.threads), [&](Index j) {
-      const Index first = j * shape_.nr;
-      detail::pack_rhs_panel(b, first, std::min<Index>(shape_.nr, n_ - first), shape_.nr,
-                             shape_.biased_rhs, data_.data() + j * panel_bytes());
-    });
+    assign(detail::ViewRhs<Bits, GroupSize>(b), options);
   }
 
-  Index rows() const noexcept { return k_; }
-  Index cols() const noexcept { return n_; }
-  Index groups() const noexcept { return groups_; }
-  int offset() const noexcept { return offset_; }
-  Isa isa() const noexcept { return isa_; }
-  /// Bytes of one panel of kNr columns.
-  Index panel_bytes() const noexcept {
-    return groups_ * kernels::rhs_group_bytes(GroupSize, shape_.nr);
+  /// Packs any right operand (for example a bit-packed frozen weight, see rhs_of) ahead.
+  void assign(const RhsSource<GroupSize>& b, const MatmulOptions& options = {}) {
+    isa_ = detail::matmul_kernel_isa(options.isa);
+    shape_ = detail::panel_shape(isa_);
+    this->k_ = b.rows();
+    this->n_ = b.cols();
+    this->offset_ = b.offset();
+    const Index panels = (this->n_ + shape_.nr - 1) / shape_.nr;
+    data_.resize(static_cast<std::size_t>(panels * panel_bytes()));
+    detail::parallel_for(panels, detail::resolve_threads(options.threads),
+                         [&](Index j) { b.pack(j, 1, shape_, data_.data() + j * panel_bytes()); });
   }
+
+  Isa isa() const noexcept { return isa_; }
+  /// Bytes of one panel of the kernel's kNr columns.
+  Index panel_bytes() const noexcept { return RhsSource<GroupSize>::panel_bytes(shape_.nr); }
   const std::uint8_t* panel(Index p) const noexcept { return data_.data() + p * panel_bytes(); }
   std::size_t bytes() const noexcept { return sizeof(*this) + data_.size(); }
+
+  void pack(Index first, Index count, const detail::PanelShape& shape,
+            std::uint8_t* out) const override {
+    GSQ_DASSERT(shape.nr == shape_.nr && shape.biased_rhs == shape_.biased_rhs);
+    (void)shape;
+    std::memcpy(out, panel(first), static_cast<std::size_t>(count * panel_bytes()));
+  }
+  const std::uint8_t* prepacked(Index p) const noexcept override { return panel(p); }
+  std::optional<Isa> packed_isa() const noexcept override { return isa_; }
 
  private:
   detail::AlignedVector<std::uint8_t> data_;
   detail::PanelShape shape_;
   Isa isa_ = Isa::kScalar;
-  Index k_ = 0;
-  Index n_ = 0;
-  Index groups_ = 0;
-  int offset_ = 0;
 };
 
 namespace detail {
@@ -211,7 +287,7 @@ inline constexpr Index kLhsBlocksPerItem = 8;
 /// kernel call over all of K, so the split never changes a bit.
 template <Isa I, int Bits, int GroupSize>
 void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
-               const PackedMatmulRhs<GroupSize>& b, double scale, float beta, MatrixRef<float> c,
+               const RhsSource<GroupSize>& b, double scale, float beta, MatrixRef<float> c,
                int threads) {
   using Kernel = kernels::MatmulKernel<I>;
   constexpr int kMr = Kernel::kMr;
@@ -222,7 +298,8 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
   const Index lde = a.groups_per_line();
   const Index a_blocks = (m + kMr - 1) / kMr;
   const Index b_panels = (n + kNr - 1) / kNr;
-  const Index per_block = std::max<Index>(1, kRhsBlockBytes / std::max<Index>(1, b.panel_bytes()));
+  const Index panel_bytes = b.panel_bytes(kNr);
+  const Index per_block = std::max<Index>(1, kRhsBlockBytes / std::max<Index>(1, panel_bytes));
   const Index b_blocks = (b_panels + per_block - 1) / per_block;
   const Index a_chunks = (a_blocks + kLhsBlocksPerItem - 1) / kLhsBlocksPerItem;
   const bool direct = c.col_stride == 1;
@@ -249,9 +326,22 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
     }
   }
 
-  parallel_for(b_blocks * a_chunks, threads, [&](Index item) {
-    const Index jb = item / a_chunks;
-    const Index ib = item % a_chunks;
+  // Where B's panels come from.  Prepacked: in place.  Few blocks (a skinny B): packed whole,
+  // once, shared by all threads.  Otherwise each thread packs one block at a time into its own
+  // L2-sized buffer and runs every row of A against it, so B never exists as a whole copy.
+  const PanelShape shape = panel_shape_of<I>();
+  const bool prepacked = b.prepacked(0) != nullptr;
+  const bool stream = !prepacked && b_blocks >= 2 * std::max(threads, 1);
+  thread_local AlignedVector<std::uint8_t> whole;  // kept: fresh pages cost more than packing
+  if (!prepacked && !stream) {
+    whole.resize(static_cast<std::size_t>(b_panels * panel_bytes));
+    std::uint8_t* out = whole.data();
+    parallel_for(b_panels, threads, [&](Index p) { b.pack(p, 1, shape, out + p * panel_bytes); });
+  }
+
+  // Runs A's row blocks [ip_begin, ip_end) against B's panels [jp_begin, jp_end), whose panel
+  // jp is at panel(jp).
+  auto run = [&](Index ip_begin, Index ip_end, Index jp_begin, Index jp_end, auto&& panel) {
     float scratch[kMr * kNr];
     kernels::MatmulTile t;
     t.lda = lda;
@@ -261,9 +351,7 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
     t.scale_f = scale_f;
     t.float_scale = float_scale;
     t.beta = beta;
-    const Index ip_end = std::min(a_blocks, (ib + 1) * kLhsBlocksPerItem);
-    const Index jp_end = std::min(b_panels, (jb + 1) * per_block);
-    for (Index ip = ib * kLhsBlocksPerItem; ip < ip_end; ++ip) {
+    for (Index ip = ip_begin; ip < ip_end; ++ip) {
       const Index row0 = ip * kMr;
       t.rows = static_cast<int>(std::min<Index>(kMr, m - row0));
       if (t.rows == kMr) {
@@ -275,9 +363,9 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
         t.ea = tail_exps.data();
         t.comp = tail_comp.data();
       }
-      for (Index jp = jb * per_block; jp < jp_end; ++jp) {
+      for (Index jp = jp_begin; jp < jp_end; ++jp) {
         const Index col0 = jp * kNr;
-        t.b = b.panel(jp);
+        t.b = panel(jp);
         t.cols = static_cast<int>(std::min<Index>(kNr, n - col0));
         if (direct) {
           t.c = &c(row0, col0);
@@ -298,13 +386,37 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
         }
       }
     }
+  };
+
+  if (stream) {
+    parallel_for(b_blocks, threads, [&](Index jb) {
+      thread_local AlignedVector<std::uint8_t> block;
+      const Index jp_begin = jb * per_block;
+      const Index jp_end = std::min(b_panels, jp_begin + per_block);
+      block.resize(static_cast<std::size_t>((jp_end - jp_begin) * panel_bytes));
+      b.pack(jp_begin, jp_end - jp_begin, shape, block.data());
+      run(0, a_blocks, jp_begin, jp_end,
+          [&](Index jp) { return block.data() + (jp - jp_begin) * panel_bytes; });
+    });
+    return;
+  }
+  // The calling thread's buffer, by address: inside the parallel region the name `whole` would
+  // denote each worker's own (empty) thread_local.
+  const std::uint8_t* whole_data = whole.data();
+  auto panel = [&](Index jp) {
+    return prepacked ? b.prepacked(jp) : whole_data + jp * panel_bytes;
+  };
+  parallel_for(b_blocks * a_chunks, threads, [&](Index item) {
+    const Index jb = item / a_chunks;
+    const Index ib = item % a_chunks;
+    run(ib * kLhsBlocksPerItem, std::min(a_blocks, (ib + 1) * kLhsBlocksPerItem), jb * per_block,
+        std::min(b_panels, (jb + 1) * per_block), panel);
   });
 }
 
 template <int Bits, int GroupSize>
 using RunTilesFn = void (*)(const GseView<Bits, GroupSize>&, const std::int32_t*,
-                            const PackedMatmulRhs<GroupSize>&, double, float, MatrixRef<float>,
-                            int);
+                            const RhsSource<GroupSize>&, double, float, MatrixRef<float>, int);
 
 template <int Bits, int GroupSize>
 RunTilesFn<Bits, GroupSize> tile_runner(Isa isa) noexcept {
@@ -336,9 +448,8 @@ inline std::string describe(Index rows, Index cols, Axis axis) {
 /// C is not read when beta == 0.  Throws std::invalid_argument on mismatched shapes or axes,
 /// non-finite alpha or beta, or an ISA other than the one B was packed for.
 template <int BitsA, int GroupSize>
-void matmul(const GseView<BitsA, GroupSize>& a, const PackedMatmulRhs<GroupSize>& b,
-            MatrixRef<float> c, float alpha = 1.0f, float beta = 0.0f,
-            const MatmulOptions& options = {}) {
+void matmul(const GseView<BitsA, GroupSize>& a, const RhsSource<GroupSize>& b, MatrixRef<float> c,
+            float alpha = 1.0f, float beta = 0.0f, const MatmulOptions& options = {}) {
   GSQ_CHECK(a.axis() == Axis::kCols, "matmul: A is ",
             detail::describe(a.rows(), a.cols(), a.axis()),
             ", but the left operand must be grouped along its columns (the reduction axis K)");
@@ -352,9 +463,10 @@ void matmul(const GseView<BitsA, GroupSize>& a, const PackedMatmulRhs<GroupSize>
             beta, ") must be finite");
   GSQ_CHECK(c.data != nullptr || c.rows * c.cols == 0, "matmul: null C for a ", c.rows, "x", c.cols,
             " result");
-  const Isa isa = options.isa ? detail::matmul_kernel_isa(options.isa) : b.isa();
-  GSQ_CHECK(isa == b.isa(), "matmul: B was packed for ", to_string(b.isa()), ", not for ",
-            to_string(isa));
+  const std::optional<Isa> packed = b.packed_isa();
+  const Isa isa = options.isa || !packed ? detail::matmul_kernel_isa(options.isa) : *packed;
+  GSQ_CHECK(!packed || isa == *packed, "matmul: B was packed for ", to_string(*packed),
+            ", not for ", to_string(isa));
   if (c.rows == 0 || c.cols == 0) return;
   const int threads = detail::resolve_threads(options.threads);
   // Kept per thread between calls: fresh pages would cost more than computing their contents.
@@ -368,9 +480,8 @@ void matmul(const GseView<BitsA, GroupSize>& a, const PackedMatmulRhs<GroupSize>
 
 /// C = alpha * A * B + beta * C for A (M x K) grouped along K (Axis::kCols) and B (K x N)
 /// grouped along K (Axis::kRows).  Mantissa widths may differ (W4 x A8): codes are int8 for all.
-/// Packs B into a per-thread buffer that is kept for the next call (about K * N bytes, since
-/// touching fresh pages costs more than packing); pack once with PackedMatmulRhs when B is
-/// reused, such as a frozen weight, or to control that memory.
+/// B is packed block by block as the product runs (one L2-sized block per thread, or the whole
+/// of a skinny B); pack it once with PackedMatmulRhs when it is reused.
 template <int BitsA, int BitsB, int GroupSize>
 void matmul(const GseView<BitsA, GroupSize>& a, const GseView<BitsB, GroupSize>& b,
             MatrixRef<float> c, float alpha = 1.0f, float beta = 0.0f,
@@ -378,16 +489,17 @@ void matmul(const GseView<BitsA, GroupSize>& a, const GseView<BitsB, GroupSize>&
   GSQ_CHECK(a.cols() == b.rows(), "matmul: A is ", detail::describe(a.rows(), a.cols(), a.axis()),
             " and B is ", detail::describe(b.rows(), b.cols(), b.axis()),
             ": the inner dimensions differ");
-  thread_local PackedMatmulRhs<GroupSize> packed;
-  packed.assign(b, options);
-  matmul(a, packed, c, alpha, beta, options);
+  GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ",
+            detail::describe(b.rows(), b.cols(), b.axis()),
+            ", but the right operand must be grouped along its rows (the reduction axis K)");
+  matmul(a, detail::ViewRhs<BitsB, GroupSize>(b), c, alpha, beta, options);
 }
 
 /// C = alpha * quantize(A) * B + beta * C from float (or Bf16/Fp16) activations: A is quantized
 /// to GSE-INT<BitsA> along K with `quantize` (into a per-thread buffer kept between calls), then
 /// multiplied as above.  Bit-identical to quantize() followed by matmul().
 template <int BitsA, int GroupSize, typename T>
-void quantize_matmul(MatrixRef<const T> a, const PackedMatmulRhs<GroupSize>& b, MatrixRef<float> c,
+void quantize_matmul(MatrixRef<const T> a, const RhsSource<GroupSize>& b, MatrixRef<float> c,
                      float alpha = 1.0f, float beta = 0.0f, const QuantizeOptions& quantize = {},
                      const MatmulOptions& options = {}, ConversionStats* stats = nullptr) {
   thread_local GseTensor<BitsA, GroupSize> qa;

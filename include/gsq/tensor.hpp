@@ -360,8 +360,41 @@ class PackedGseTensor {
   Index rows() const noexcept { return shape_.rows; }
   Index cols() const noexcept { return shape_.cols; }
   Axis axis() const noexcept { return shape_.axis; }
+  const GseShape& shape() const noexcept { return shape_; }
   int offset() const noexcept { return offset_; }
   const std::vector<std::uint64_t>& words() const noexcept { return words_; }
+  Index lines() const noexcept { return shape_.lines(); }
+  Index length() const noexcept { return shape_.length(); }
+  Index groups_per_line() const noexcept { return (length() + GroupSize - 1) / GroupSize; }
+
+  /// Code `pos` of line `line`, sign-extended (unchecked: it may be the unused pattern
+  /// -2^(Bits-1) in corrupt data; find_corrupt_code() tells).  For streaming readers.
+  int code_at(Index line, Index pos) const noexcept {
+    const auto k = static_cast<std::size_t>(line * length() + pos);
+    int raw;
+    if constexpr (Bits == 4) {
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>(words_.data());
+      raw = little_endian() ? (bytes[k / 2] >> (4 * (k % 2))) & 0x0F
+                            : static_cast<int>(get(words_.data(), k * Bits, Bits));
+    } else {
+      raw = static_cast<int>(get(words_.data(), k * Bits, Bits));
+    }
+    return raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
+  }
+  /// Exponent E of group `group` of line `line`.
+  int exponent_at(Index line, Index group) const noexcept {
+    const auto k = static_cast<std::size_t>(line * groups_per_line() + group);
+    return static_cast<int>(get(words_.data() + code_words(), k * kExponentBits, kExponentBits));
+  }
+  /// True when some code is the unused pattern -2^(Bits-1) (only in corrupt data).
+  bool has_corrupt_code() const noexcept {
+    for (Index line = 0; line < lines(); ++line) {
+      for (Index pos = 0; pos < length(); ++pos) {
+        if (code_at(line, pos) < -Format::kQMax) return true;
+      }
+    }
+    return false;
+  }
 
   /// Storage actually held: the packed words and the object.
   std::size_t bytes() const noexcept {
