@@ -272,3 +272,45 @@ TEST_CASE("matmul_quantized and quantize_matmul equal their two-step definitions
                           MatrixRef<float>::row_major(c2.data(), m, n));
   REQUIRE(same_bits(c2, c));
 }
+
+TEST_CASE("matmul from bit-packed storage and from a weight regrouped on the fly", "[matmul]") {
+  auto run = [](auto bits_tag, Index m, Index r, Index cols, int lo, int hi) {
+    constexpr int kBits = decltype(bits_tag)::value;
+    // W is r x cols, grouped along its rows (as a frozen weight in x out is).
+    const auto xw = gsq::test::mixed_data(static_cast<std::size_t>(r * cols), 41, lo, hi);
+    const auto w = gsq::quantize<kBits, 32>(MatrixRef<const float>::row_major(xw.data(), r, cols),
+                                            Axis::kRows);
+    const auto packed = gsq::PackedGseTensor<kBits, 32>::pack(w.view());
+    for (Isa isa : matmul_isas()) {
+      for (int threads : {1, 2}) {
+        gsq::MatmulOptions opt;
+        opt.isa = isa;
+        opt.threads = threads;
+        INFO(gsq::to_string(isa) << ", " << threads << " threads, W" << kBits << " " << r << "x"
+                                 << cols << ", M " << m);
+        // Y = X W straight from the packed weight.
+        const auto x = random_operand<8, 32>(m, r, Axis::kCols, 42);
+        std::vector<float> want(static_cast<std::size_t>(m * cols)), got(want.size());
+        gsq::matmul(x.view(), w.view(), MatrixRef<float>::row_major(want.data(), m, cols), 1.0f,
+                    0.0f, opt);
+        gsq::matmul(x.view(), gsq::PackedStorageRhs<kBits, 32>(packed),
+                    MatrixRef<float>::row_major(got.data(), m, cols), 1.0f, 0.0f, opt);
+        REQUIRE(same_bits(got, want));
+        // dX = dY W^T with W regrouped along its columns, without holding the regrouped copy.
+        const auto dy = random_operand<8, 32>(m, cols, Axis::kCols, 43);
+        const auto wt = gsq::regroup<8>(w.view(), Axis::kCols);
+        std::vector<float> want_t(static_cast<std::size_t>(m * r)), got_t(want_t.size());
+        gsq::matmul(dy.view(), wt.view().transposed(),
+                    MatrixRef<float>::row_major(want_t.data(), m, r), 1.0f, 0.0f, opt);
+        gsq::matmul(dy.view(), gsq::TransposedRegroupedRhs<kBits, 32>(packed),
+                    MatrixRef<float>::row_major(got_t.data(), m, r), 1.0f, 0.0f, opt);
+        REQUIRE(same_bits(got_t, want_t));
+      }
+    }
+  };
+  run(std::integral_constant<int, 4>{}, 13, 70, 45, -4, 4);
+  run(std::integral_constant<int, 4>{}, 7, 96, 64, -4, 4);
+  run(std::integral_constant<int, 8>{}, 9, 33, 100, -4, 4);
+  run(std::integral_constant<int, 5>{}, 9, 65, 31, -4, 4);
+  run(std::integral_constant<int, 4>{}, 9, 64, 70, -60, 10);  // clamped groups, lossy regroup
+}

@@ -129,6 +129,7 @@ class LoraLinear {
     rank_ = options.rank;
     scale_ = options.alpha / static_cast<float>(rank_);
     base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
+    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
     b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
     grad_a_.assign(a_.size(), 0.0f);
@@ -264,6 +265,7 @@ class LoraLinear {
     base_ = PackedGseTensor<WBits, G>::pack(
         quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_), Axis::kRows)
             .view());
+    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     const std::vector<float> merged = base_float();
     double err = 0, sig = 0;
     for (std::size_t k = 0; k < w.size(); ++k) {
@@ -278,17 +280,21 @@ class LoraLinear {
   using Act = GseTensor<ABits, G>;
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
+  /// An upper bound of the buffers the matmul driver packs weight panels into: one L2-sized
+  /// block per thread, or the whole operand when it spans fewer than two blocks per thread.
+  std::size_t rhs_block_bytes() const noexcept {
+    return 2 * static_cast<std::size_t>(detail::kRhsBlockBytes) *
+           static_cast<std::size_t>(detail::resolve_threads(options_.matmul.threads));
+  }
 
   // ---- GSE mode ------------------------------------------------------------------------------
   void forward_gse(MatrixRef<const float> x, MatrixRef<float> y) {
     const Index t = x.rows;
     QuantizeOptions nearest;
     Act xq = quantize<ABits, G>(x, Axis::kCols, nearest);
-    GseTensor<WBits, G> w;
-    base_.unpack_into(w);
-    PackedMatmulRhs<G> wp = PackedMatmulRhs<G>::pack(w.view(), options_.matmul);
-    note_temporary(w.bytes() + wp.bytes() + xq.bytes());
-    matmul(xq.view(), wp, y, 1.0f, 0.0f, options_.matmul);
+    // The base streams from its packed form: one L2-sized block of kernel panels at a time.
+    note_temporary(xq.bytes() + rhs_block_bytes());
+    matmul(xq.view(), PackedStorageRhs<WBits, G>(base_), y, 1.0f, 0.0f, options_.matmul);
 
     const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
                                         Axis::kRows, nearest);
@@ -323,11 +329,10 @@ class LoraLinear {
     matmul(dyq.view(), bt.view().transposed(), gref, 1.0f, 0.0f, options_.matmul);
 
     if (dx.data != nullptr) {
-      GseTensor<WBits, G> w;
-      base_.unpack_into(w);
-      const auto w_out = regroup<8>(w.view(), Axis::kCols);  // in x out, groups along out
-      note_temporary(w.bytes() + w_out.bytes() + dyq.bytes());
-      matmul(dyq.view(), w_out.view().transposed(), dx, 1.0f, 0.0f, options_.matmul);
+      // W^T regrouped along out to GSE-INT8 on the fly (exact for typical weights).
+      note_temporary(dyq.bytes() + rhs_block_bytes());
+      matmul(dyq.view(), TransposedRegroupedRhs<WBits, G>(base_, base_t_offset_), dx, 1.0f, 0.0f,
+             options_.matmul);
       grad.seed = detail::stream_seed(options_.seed, step_, 1);
       const auto gq = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kCols, grad);
       const auto at = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
@@ -421,6 +426,7 @@ class LoraLinear {
   int rank_ = 0;
   float scale_ = 1.0f;
   PackedGseTensor<WBits, G> base_;
+  int base_t_offset_ = 0;  // offset of the base regrouped along out (TransposedRegroupedRhs)
   std::vector<float> a_, b_, grad_a_, grad_b_;
 
   // Saved by forward for backward.

@@ -20,6 +20,7 @@
 #include "gsq/kernels/matmul_avx512_vnni.hpp"
 #include "gsq/kernels/matmul_neon.hpp"
 #include "gsq/kernels/matmul_scalar.hpp"
+#include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
 
 namespace gsq {
@@ -212,6 +213,167 @@ class ViewRhs final : public RhsSource<GroupSize> {
 };
 
 }  // namespace detail
+
+/// B straight from bit-packed storage (a frozen 4-bit weight, K x N grouped along K): its
+/// panels are unpacked into the kernel layout block by block, so the weight never exists in
+/// int8.  Identical results to unpacking it and multiplying by the view.
+template <int Bits, int GroupSize>
+class PackedStorageRhs final : public RhsSource<GroupSize> {
+ public:
+  explicit PackedStorageRhs(const PackedGseTensor<Bits, GroupSize>& b) : b_(b) {
+    GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(), " grouped along ",
+              to_string(b.axis()),
+              ", but the right operand must be grouped along its rows (the reduction axis K)");
+    GSQ_CHECK(!b.has_corrupt_code(), "matmul: B holds the unused code -", 1 << (Bits - 1),
+              " (corrupt data)");
+    this->k_ = b.rows();
+    this->n_ = b.cols();
+    this->offset_ = b.offset();
+  }
+  void pack(Index first, Index count, const detail::PanelShape& shape,
+            std::uint8_t* out) const override {
+    const Index block = kernels::rhs_group_bytes(GroupSize, shape.nr);
+    const Index groups = this->groups();
+    const Index padded = groups * GroupSize;
+    const std::uint8_t bias = shape.biased_rhs ? 0x80 : 0x00;
+    std::vector<std::int8_t> line(static_cast<std::size_t>(padded));
+    for (Index p = first; p < first + count; ++p) {
+      const Index col0 = p * shape.nr;
+      const Index cols = std::min<Index>(shape.nr, this->n_ - col0);
+      std::uint8_t* panel = out + (p - first) * this->panel_bytes(shape.nr);
+      // Column by column: decode its line once, then scatter it over the group blocks.
+      for (int l = 0; l < shape.nr; ++l) {
+        if (l < cols) {
+          b_.codes_at(col0 + l, 0, this->k_, line.data());
+          std::fill(line.begin() + this->k_, line.end(), std::int8_t{0});
+        } else {
+          std::fill(line.begin(), line.end(), std::int8_t{0});
+        }
+        for (Index g = 0; g < groups; ++g) {
+          std::uint8_t* dst = panel + g * block;
+          const std::int8_t* src = line.data() + g * GroupSize;
+          for (int q = 0; q < GroupSize; ++q)
+            dst[((q / 4) * shape.nr + l) * 4 + q % 4] = static_cast<std::uint8_t>(src[q]) ^ bias;
+          const std::int32_t bits = ((l < cols ? b_.exponent_at(col0 + l, g) : 0) + 127) << 23;
+          std::memcpy(dst + Index{GroupSize} * shape.nr + 4 * l, &bits, 4);
+        }
+      }
+    }
+  }
+
+ private:
+  const PackedGseTensor<Bits, GroupSize>& b_;
+};
+
+/// W^T as the right operand, for W (R x C) bit-packed and grouped along its rows: the product
+/// reduces over C, so W is regrouped along C to GSE-INT8 on the fly, tile by tile, as it is
+/// packed.  Bit-identical to matmul(A, regroup<8>(W.unpack(), Axis::kCols).view().transposed())
+/// (nearest-even), without ever holding the regrouped weight.  Construction scans W once for
+/// the new offset; keep the object while W is frozen (it refers to W).
+template <int Bits, int GroupSize>
+class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
+ public:
+  static constexpr int kFraction = GseFormat<8, GroupSize>::kFractionBits;
+
+  explicit TransposedRegroupedRhs(const PackedGseTensor<Bits, GroupSize>& w)
+      : TransposedRegroupedRhs(w, offset_of(w)) {}
+
+  /// With the offset offset_of(w) computed ahead (W is frozen: compute it once).
+  TransposedRegroupedRhs(const PackedGseTensor<Bits, GroupSize>& w, int offset) : w_(w) {
+    GSQ_CHECK(w.axis() == Axis::kRows, "matmul: W is ", w.rows(), "x", w.cols(), " grouped along ",
+              to_string(w.axis()),
+              "; the transposed-regrouped operand needs W grouped along its rows");
+    this->k_ = w.cols();
+    this->n_ = w.rows();
+    this->offset_ = offset;
+  }
+
+  /// The offset T of the regrouped GSE-INT8 weight (one scan of W); rejects corrupt codes.
+  static int offset_of(const PackedGseTensor<Bits, GroupSize>& w) {
+    GSQ_CHECK(!w.has_corrupt_code(), "matmul: W holds the unused code -", 1 << (Bits - 1),
+              " (corrupt data)");
+    int top = INT_MIN;
+    for (Index line = 0; line < w.lines(); ++line) {
+      for (Index pos = 0; pos < w.length(); ++pos) {
+        const int c = w.code_at(line, pos);
+        if (c != 0)
+          top = std::max(top,
+                         w.offset() + w.exponent_at(line, pos / GroupSize) + detail::code_log2(c));
+      }
+    }
+    return top == INT_MIN ? 0 : top - kFraction - kMaxGroupExponent;
+  }
+
+  void pack(Index first, Index count, const detail::PanelShape& shape,
+            std::uint8_t* out) const override {
+    const int nr = shape.nr;
+    const Index block = kernels::rhs_group_bytes(GroupSize, nr);
+    const std::uint8_t bias = shape.biased_rhs ? 0x80 : 0x00;
+    // One tile at a time: GroupSize old lines (W's columns) x nr positions (W's rows).
+    std::vector<std::int8_t> codes(static_cast<std::size_t>(GroupSize * nr));
+    std::vector<int> quantum(static_cast<std::size_t>(GroupSize * nr));
+    std::vector<int> s_new(static_cast<std::size_t>(nr));
+    Index unused = 0;
+    for (Index p = first; p < first + count; ++p) {
+      const Index i0 = p * nr;  // new lines: rows of W
+      const Index cols = std::min<Index>(nr, this->n_ - i0);
+      std::uint8_t* panel = out + (p - first) * this->panel_bytes(nr);
+      for (Index g = 0; g < this->groups(); ++g) {
+        const Index o0 = g * GroupSize;  // new positions: columns of W (old lines)
+        const Index members = std::min<Index>(GroupSize, this->k_ - o0);
+        std::fill(codes.begin(), codes.end(), std::int8_t{0});
+        for (Index q = 0; q < members; ++q) {
+          std::int8_t* c = codes.data() + q * nr;
+          w_.codes_at(o0 + q, i0, cols, c);
+          int* s = quantum.data() + q * nr;
+          for (Index l = 0; l < cols; l += GroupSize - (i0 + l) % GroupSize) {
+            const int e = w_.offset() + w_.exponent_at(o0 + q, (i0 + l) / GroupSize);
+            const Index run = std::min<Index>(cols - l, GroupSize - (i0 + l) % GroupSize);
+            std::fill(s + l, s + l + run, e);
+          }
+        }
+        // The new groups' exponents, as regroup() derives them (format.hpp, steps 1-3).
+        std::uint8_t* dst = panel + g * block;
+        for (int l = 0; l < nr; ++l) {
+          int top = INT_MIN;
+          for (Index q = 0; q < members && l < cols; ++q) {
+            const int c = codes[static_cast<std::size_t>(q * nr + l)];
+            if (c != 0)
+              top = std::max(top, quantum[static_cast<std::size_t>(q * nr + l)] +
+                                      detail::code_log2(c));
+          }
+          const int e = top == INT_MIN || top - kFraction < this->offset_
+                            ? 0
+                            : top - kFraction - this->offset_;
+          s_new[static_cast<std::size_t>(l)] = this->offset_ + e;
+          const std::int32_t bits = (e + 127) << 23;
+          std::memcpy(dst + Index{GroupSize} * nr + 4 * l, &bits, 4);
+        }
+        for (int q = 0; q < GroupSize; ++q) {
+          for (int l = 0; l < nr; ++l) {
+            const int c = q < members ? codes[static_cast<std::size_t>(q * nr + l)] : 0;
+            int code = 0;
+            if (c != 0) {
+              const int s = quantum[static_cast<std::size_t>(q * nr + l)];
+              const int shift = s - s_new[static_cast<std::size_t>(l)];
+              code = shift >= 0 ? c * (1 << shift)  // exact: no rounding (the common case)
+                                : detail::reencode<8, Rounding::kNearestEven>(
+                                      c, s, s_new[static_cast<std::size_t>(l)], 0u, unused);
+            }
+            dst[((q / 4) * nr + l) * 4 + q % 4] = static_cast<std::uint8_t>(code) ^ bias;
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  /// The quantum s = T + E of element (row r, column c) of W: line c, position r.
+  int exponent(Index line, Index pos) const noexcept {
+    return w_.offset() + w_.exponent_at(line, pos / GroupSize);
+  }
+  const PackedGseTensor<Bits, GroupSize>& w_;
+};
 
 /// The right operand B (K x N, grouped along K) packed once for the matmul kernels, so a frozen
 /// weight is laid out for the kernel a single time and reused by every call.  Packing is for one

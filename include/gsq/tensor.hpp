@@ -381,6 +381,28 @@ class PackedGseTensor {
     }
     return raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
   }
+  /// Codes [pos, pos + count) of line `line` into out (unchecked, like code_at).
+  void codes_at(Index line, Index pos, Index count, std::int8_t* out) const noexcept {
+    auto k = static_cast<std::size_t>(line * length() + pos);
+    Index i = 0;
+    if constexpr (Bits == 4 || Bits == 8) {
+      if (little_endian()) {
+        const auto* bytes = reinterpret_cast<const std::uint8_t*>(words_.data());
+        if constexpr (Bits == 8) {
+          std::memcpy(out, bytes + k, static_cast<std::size_t>(count));
+          return;
+        } else {
+          if (k % 2 == 1 && count > 0) out[i++] = static_cast<std::int8_t>(code_at(line, pos));
+          const std::uint8_t* b = bytes + (k + static_cast<std::size_t>(i)) / 2;
+          for (; i + 1 < count; i += 2, ++b) {
+            out[i] = static_cast<std::int8_t>(((*b & 0x0F) ^ 8) - 8);
+            out[i + 1] = static_cast<std::int8_t>(((*b >> 4) ^ 8) - 8);
+          }
+        }
+      }
+    }
+    for (; i < count; ++i) out[i] = static_cast<std::int8_t>(code_at(line, pos + i));
+  }
   /// Exponent E of group `group` of line `line`.
   int exponent_at(Index line, Index group) const noexcept {
     const auto k = static_cast<std::size_t>(line * groups_per_line() + group);
