@@ -74,9 +74,14 @@ TEST_CASE("packed GSE-INT4 costs 4 + 5/32 bits per value", "[tensor][packed]") {
 TEST_CASE("corrupt packed data is rejected, not decoded", "[tensor][packed][errors]") {
   std::vector<std::uint64_t> words(2, 0);
   words[0] = 0x8;  // value 0 is the 4-bit pattern 1000 = -8, outside [-7, 7]
-  const auto p = gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 0);
-  REQUIRE(error_message([&] { (void)p.unpack(); }) ==
-          "PackedGseTensor: corrupt code -8 at row 0, column 0");
+  REQUIRE(error_message([&] {
+            (void)gsq::PackedGseTensor<4>::from_words(words, 1, 16, Axis::kCols, 0);
+          }) == "PackedGseTensor: corrupt code -8 at row 0, column 0");
+  words[0] = 0x80000;  // value 4 (row 4 of a column) in a 16 x 1 tensor grouped along rows
+  REQUIRE(error_message([&] {
+            (void)gsq::PackedGseTensor<4>::from_words(words, 16, 1, Axis::kRows, 0);
+          }) == "PackedGseTensor: corrupt code -8 at row 4, column 0");
+  words[0] = 0;
   REQUIRE(error_message([&] {
             (void)gsq::PackedGseTensor<4>::from_words(words, 1, 17, Axis::kCols, 0);
           }) == "PackedGseTensor: a 1x17 tensor needs 3 words, got 2");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -224,8 +225,6 @@ class PackedStorageRhs final : public RhsSource<GroupSize> {
     GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(), " grouped along ",
               to_string(b.axis()),
               ", but the right operand must be grouped along its rows (the reduction axis K)");
-    GSQ_CHECK(!b.has_corrupt_code(), "matmul: B holds the unused code -", 1 << (Bits - 1),
-              " (corrupt data)");
     this->k_ = b.rows();
     this->n_ = b.cols();
     this->offset_ = b.offset();
@@ -290,8 +289,6 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
 
   /// The offset T of the regrouped GSE-INT8 weight (one scan of W); rejects corrupt codes.
   static int offset_of(const PackedGseTensor<Bits, GroupSize>& w) {
-    GSQ_CHECK(!w.has_corrupt_code(), "matmul: W holds the unused code -", 1 << (Bits - 1),
-              " (corrupt data)");
     int top = INT_MIN;
     for (Index line = 0; line < w.lines(); ++line) {
       for (Index pos = 0; pos < w.length(); ++pos) {
@@ -334,15 +331,15 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
         }
         // The new groups' exponents, as regroup() derives them (format.hpp, steps 1-3).
         std::uint8_t* dst = panel + g * block;
+        // Branch-free over the members: a zero code contributes kNone.
+        constexpr int kNone = -100000;
         for (int l = 0; l < nr; ++l) {
-          int top = INT_MIN;
+          int top = kNone;
           for (Index q = 0; q < members && l < cols; ++q) {
             const int c = codes[static_cast<std::size_t>(q * nr + l)];
-            if (c != 0)
-              top = std::max(top, quantum[static_cast<std::size_t>(q * nr + l)] +
-                                      detail::code_log2(c));
+            top = std::max(top, quantum[static_cast<std::size_t>(q * nr + l)] + log2_or_none(c));
           }
-          const int e = top == INT_MIN || top - kFraction < this->offset_
+          const int e = top < kNone / 2 || top - kFraction < this->offset_
                             ? 0
                             : top - kFraction - this->offset_;
           s_new[static_cast<std::size_t>(l)] = this->offset_ + e;
@@ -352,14 +349,12 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
         for (int q = 0; q < GroupSize; ++q) {
           for (int l = 0; l < nr; ++l) {
             const int c = q < members ? codes[static_cast<std::size_t>(q * nr + l)] : 0;
-            int code = 0;
-            if (c != 0) {
-              const int s = quantum[static_cast<std::size_t>(q * nr + l)];
-              const int shift = s - s_new[static_cast<std::size_t>(l)];
-              code = shift >= 0 ? c * (1 << shift)  // exact: no rounding (the common case)
-                                : detail::reencode<8, Rounding::kNearestEven>(
-                                      c, s, s_new[static_cast<std::size_t>(l)], 0u, unused);
-            }
+            const int s = quantum[static_cast<std::size_t>(q * nr + l)];
+            const int shift = s - s_new[static_cast<std::size_t>(l)];
+            // shift >= 0: exact, no rounding (the common case; c == 0 gives 0 either way).
+            const int code = shift >= 0 ? c * (1 << std::min(shift, 24))
+                                        : detail::reencode<8, Rounding::kNearestEven>(
+                                              c, s, s_new[static_cast<std::size_t>(l)], 0u, unused);
             dst[((q / 4) * nr + l) * 4 + q % 4] = static_cast<std::uint8_t>(code) ^ bias;
           }
         }
@@ -368,6 +363,23 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
   }
 
  private:
+  /// floor(log2|c|), or -100000 for c == 0, by table.
+  static int log2_or_none(int c) noexcept {
+    static constexpr auto kTable = [] {
+      std::array<int, 256> t{};
+      for (int v = -128; v < 128; ++v) {
+        const int m = v < 0 ? -v : v;
+        int l = -100000;
+        for (int b = 0; b < 8; ++b) {
+          if ((m >> b) != 0) l = b;
+        }
+        t[static_cast<std::size_t>(v + 128)] = l;
+      }
+      return t;
+    }();
+    return kTable[static_cast<std::size_t>(c + 128)];
+  }
+
   /// The quantum s = T + E of element (row r, column c) of W: line c, position r.
   int exponent(Index line, Index pos) const noexcept {
     return w_.offset() + w_.exponent_at(line, pos / GroupSize);

@@ -284,8 +284,9 @@ class PackedGseTensor {
     return p;
   }
 
-  /// Rebuilds a packed tensor from its words (e.g. read from a file).  Checks the word count and
-  /// the offset; unpack() checks the codes.
+  /// Rebuilds a packed tensor from its words (e.g. read from a file).  Checks the word count,
+  /// the offset and every code, so a PackedGseTensor never holds the unused code -2^(Bits-1)
+  /// and streaming readers (code_at, matmul's PackedStorageRhs) need not check.
   static PackedGseTensor from_words(std::vector<std::uint64_t> words, Index rows, Index cols,
                                     Axis axis, int offset) {
     GSQ_CHECK(rows >= 0 && cols >= 0, "PackedGseTensor: negative shape ", rows, "x", cols);
@@ -299,6 +300,13 @@ class PackedGseTensor {
               cols, " tensor needs ", p.code_words() + p.exponent_words(), " words, got ",
               words.size());
     p.words_ = std::move(words);
+    for (Index line = 0; line < p.lines(); ++line) {
+      for (Index pos = 0; pos < p.length(); ++pos) {
+        const int code = p.code_at(line, pos);
+        GSQ_CHECK(code >= -Format::kQMax, "PackedGseTensor: corrupt code ", code, " at row ",
+                  p.shape_.row_of(line, pos), ", column ", p.shape_.col_of(line, pos));
+      }
+    }
     return p;
   }
 
@@ -367,8 +375,7 @@ class PackedGseTensor {
   Index length() const noexcept { return shape_.length(); }
   Index groups_per_line() const noexcept { return (length() + GroupSize - 1) / GroupSize; }
 
-  /// Code `pos` of line `line`, sign-extended (unchecked: it may be the unused pattern
-  /// -2^(Bits-1) in corrupt data; find_corrupt_code() tells).  For streaming readers.
+  /// Code `pos` of line `line`, sign-extended.  For streaming readers.
   int code_at(Index line, Index pos) const noexcept {
     const auto k = static_cast<std::size_t>(line * length() + pos);
     int raw;
@@ -407,15 +414,6 @@ class PackedGseTensor {
   int exponent_at(Index line, Index group) const noexcept {
     const auto k = static_cast<std::size_t>(line * groups_per_line() + group);
     return static_cast<int>(get(words_.data() + code_words(), k * kExponentBits, kExponentBits));
-  }
-  /// True when some code is the unused pattern -2^(Bits-1) (only in corrupt data).
-  bool has_corrupt_code() const noexcept {
-    for (Index line = 0; line < lines(); ++line) {
-      for (Index pos = 0; pos < length(); ++pos) {
-        if (code_at(line, pos) < -Format::kQMax) return true;
-      }
-    }
-    return false;
   }
 
   /// Storage actually held: the packed words and the object.
