@@ -322,3 +322,20 @@ TEST_CASE("LoRA rejects bad shapes with both shapes named", "[lora]") {
                    }),
                    "no forward pass"));
 }
+
+TEST_CASE("LoRA from bf16 weights equals LoRA from the same values in float", "[lora]") {
+  const Problem p = make_problem(8, 64, 48, 4, 12);
+  std::vector<gsq::Bf16> wb(p.w.size());
+  std::vector<float> wf(p.w.size());
+  for (std::size_t k = 0; k < p.w.size(); ++k) {
+    wb[k] = gsq::to_bf16(p.w[k]);
+    wf[k] = gsq::to_float(wb[k]);  // exact widening
+  }
+  gsq::LoraOptions opt;
+  opt.rank = 4;
+  const Layer<8> from_bf16(MatrixRef<const gsq::Bf16>::row_major(wb.data(), p.in, p.out), opt);
+  const Layer<8> from_float(MatrixRef<const float>::row_major(wf.data(), p.in, p.out), opt);
+  REQUIRE(from_bf16.base().words() == from_float.base().words());
+  REQUIRE(from_bf16.base().offset() == from_float.base().offset());
+  REQUIRE(from_bf16.a() == from_float.a());
+}

@@ -120,25 +120,9 @@ class LoraLinear {
  public:
   /// Builds the layer from the float base weight w (in x out, any strides), quantized to
   /// GSE-INT<WBits> along in_features with nearest-even rounding.  Only the packed copy is kept.
-  LoraLinear(MatrixRef<const float> w, const LoraOptions& options) : options_(options) {
-    GSQ_CHECK(options.rank >= 1, "LoraLinear: rank must be at least 1, got ", options.rank);
-    GSQ_CHECK(std::isfinite(options.alpha), "LoraLinear: alpha must be finite");
-    GSQ_CHECK(w.rows >= 1 && w.cols >= 1, "LoraLinear: empty base weight ", w.rows, "x", w.cols);
-    in_ = w.rows;
-    out_ = w.cols;
-    rank_ = options.rank;
-    scale_ = options.alpha / static_cast<float>(rank_);
-    base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
-    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
-    a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
-    b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
-    grad_a_.assign(a_.size(), 0.0f);
-    grad_b_.assign(b_.size(), 0.0f);
-    std::mt19937_64 rng(options.seed);
-    const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
-    std::uniform_real_distribution<float> uniform(-bound, bound);
-    for (float& v : a_) v = uniform(rng);
-  }
+  LoraLinear(MatrixRef<const float> w, const LoraOptions& options) : options_(options) { init(w); }
+  /// The same from bf16 weights (as bit patterns, gsq::Bf16), as checkpoints often store them.
+  LoraLinear(MatrixRef<const Bf16> w, const LoraOptions& options) : options_(options) { init(w); }
 
   Index in_features() const noexcept { return in_; }
   Index out_features() const noexcept { return out_; }
@@ -278,6 +262,27 @@ class LoraLinear {
 
  private:
   using Act = GseTensor<ABits, G>;
+
+  template <typename T>
+  void init(MatrixRef<const T> w) {
+    GSQ_CHECK(options_.rank >= 1, "LoraLinear: rank must be at least 1, got ", options_.rank);
+    GSQ_CHECK(std::isfinite(options_.alpha), "LoraLinear: alpha must be finite");
+    GSQ_CHECK(w.rows >= 1 && w.cols >= 1, "LoraLinear: empty base weight ", w.rows, "x", w.cols);
+    in_ = w.rows;
+    out_ = w.cols;
+    rank_ = options_.rank;
+    scale_ = options_.alpha / static_cast<float>(rank_);
+    base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
+    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
+    a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
+    b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
+    grad_a_.assign(a_.size(), 0.0f);
+    grad_b_.assign(b_.size(), 0.0f);
+    std::mt19937_64 rng(options_.seed);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
+    std::uniform_real_distribution<float> uniform(-bound, bound);
+    for (float& v : a_) v = uniform(rng);
+  }
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
   /// An upper bound of the buffers the matmul driver packs weight panels into: one L2-sized
