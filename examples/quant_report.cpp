@@ -206,8 +206,9 @@ int main(int argc, char** argv) {
          {"w1", layers(w, &W::w1)},
          {"w2", layers(w, &W::w2)},
          {"w3", layers(w, &W::w3)}});
-  std::printf("### Regrouping the real weights for the backward pass (wq, w2)\n\n");
+  std::printf("### Regrouping the real weights for the backward pass: wq\n\n");
   regroup_rows(layers(w, &W::wq));
+  std::printf("### Regrouping the real weights for the backward pass: w2\n\n");
   regroup_rows(layers(w, &W::w2));
   return 0;
 }
