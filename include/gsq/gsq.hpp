@@ -10,6 +10,7 @@
 #include "gsq/int8.hpp"
 #include "gsq/llama2.hpp"
 #include "gsq/llama2_run.hpp"
+#include "gsq/llama2_train.hpp"
 #include "gsq/lora.hpp"
 #include "gsq/matmul.hpp"
 #include "gsq/optim.hpp"

@@ -1,6 +1,8 @@
 // llama2.hpp: a hardened reader for llama2.c checkpoints (karpathy/llama2.c "legacy" format).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -97,6 +99,71 @@ class Llama2Weights {
     w.data_.resize(static_cast<std::size_t>(n));
     std::memcpy(w.data_.data(), bytes + 28, static_cast<std::size_t>(n) * 4);
     return w;
+  }
+
+  /// A model with the given shape and random weights (normal, sigma 0.02; RMSNorm gains 1), for
+  /// tests and for pretraining from scratch.  Shared classifier.
+  static Llama2Weights random(const Llama2Config& config, std::uint64_t seed) {
+    const std::int32_t header[7] = {config.dim,     config.hidden_dim, config.n_layers,
+                                    config.n_heads, config.n_kv_heads, config.vocab_size,
+                                    config.seq_len};
+    Llama2Weights w;
+    w.config_ = config;
+    // The layout comes from parse(): build a zero image of the right size first.
+    std::vector<unsigned char> img(28);
+    std::memcpy(img.data(), header, 28);
+    const Llama2Config& c = config;
+    const std::uint64_t d = static_cast<std::uint64_t>(c.dim),
+                        L = static_cast<std::uint64_t>(c.n_layers);
+    const std::uint64_t kv =
+        d / static_cast<std::uint64_t>(c.n_heads) * static_cast<std::uint64_t>(c.n_kv_heads);
+    const std::uint64_t hid = static_cast<std::uint64_t>(c.hidden_dim);
+    const std::uint64_t n =
+        static_cast<std::uint64_t>(c.vocab_size) * d + 2 * L * d + 2 * L * d * d + 2 * L * d * kv +
+        3 * L * hid * d + d +
+        static_cast<std::uint64_t>(c.seq_len) * (d / static_cast<std::uint64_t>(c.n_heads));
+    img.resize(28 + static_cast<std::size_t>(n) * 4);
+    w = parse(img.data(), img.size());
+    std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+    auto uniform = [&state]() {  // splitmix64 -> (0, 1)
+      state += 0x9E3779B97F4A7C15ull;
+      std::uint64_t z = state;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      return (static_cast<double>(z >> 11) + 0.5) / 9007199254740992.0;
+    };
+    for (float& v : w.data_) {
+      const double r =
+          std::sqrt(-2.0 * std::log(uniform())) * std::cos(6.283185307179586 * uniform());
+      v = static_cast<float>(0.02 * r);
+    }
+    auto ones = [&w](std::uint64_t at, std::uint64_t count) {
+      std::fill(w.data_.begin() + static_cast<std::ptrdiff_t>(at),
+                w.data_.begin() + static_cast<std::ptrdiff_t>(at + count), 1.0f);
+    };
+    ones(w.rms_att_, L * d);
+    ones(w.rms_ffn_, L * d);
+    ones(w.rms_final_, d);
+    return w;
+  }
+
+  /// The checkpoint image (llama2.c format), e.g. to export a fine-tuned model.
+  std::vector<unsigned char> serialize() const {
+    const std::int32_t header[7] = {
+        config_.dim,        config_.hidden_dim,
+        config_.n_layers,   config_.n_heads,
+        config_.n_kv_heads, config_.shared_classifier ? config_.vocab_size : -config_.vocab_size,
+        config_.seq_len};
+    std::vector<unsigned char> img(28 + data_.size() * 4);
+    std::memcpy(img.data(), header, 28);
+    std::memcpy(img.data() + 28, data_.data(), data_.size() * 4);
+    return img;
+  }
+
+  /// Mutable access to one layer matrix (out x in, row-major), e.g. to write merged weights.
+  float* mutable_data(MatrixRef<const float> m) noexcept {
+    return data_.data() + (m.data - data_.data());
   }
 
   /// Reads and parses a checkpoint file.

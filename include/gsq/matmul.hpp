@@ -31,7 +31,8 @@ struct MatmulOptions {
   /// Kernel ISA; empty picks the best this CPU supports (matmul_isa()).  kAvx512 without VNNI
   /// runs the AVX2 kernel and kNeon without the dot product the scalar one.
   std::optional<Isa> isa;
-  /// Threads; 0 uses OpenMP's default when the program is built with OpenMP, else 1.
+  /// Threads; 0 lets gsq choose: up to OpenMP's default for large products, 1 for small ones
+  /// (or without OpenMP).  A positive count is used as given.
   int threads = 0;
 };
 
@@ -423,8 +424,11 @@ class PackedMatmulRhs final : public RhsSource<GroupSize> {
     this->offset_ = b.offset();
     const Index panels = (this->n_ + shape_.nr - 1) / shape_.nr;
     data_.resize(static_cast<std::size_t>(panels * panel_bytes()));
-    detail::parallel_for(panels, detail::resolve_threads(options.threads),
-                         [&](Index j) { b.pack(j, 1, shape_, data_.data() + j * panel_bytes()); });
+    detail::parallel_for(
+        panels,
+        detail::threads_for(static_cast<double>(this->k_) * static_cast<double>(this->n_),
+                            options.threads),
+        [&](Index j) { b.pack(j, 1, shape_, data_.data() + j * panel_bytes()); });
   }
 
   Isa isa() const noexcept { return isa_; }
@@ -642,7 +646,9 @@ void matmul(const GseView<BitsA, GroupSize>& a, const RhsSource<GroupSize>& b, M
   GSQ_CHECK(!packed || isa == *packed, "matmul: B was packed for ", to_string(*packed),
             ", not for ", to_string(isa));
   if (c.rows == 0 || c.cols == 0) return;
-  const int threads = detail::resolve_threads(options.threads);
+  const int threads = detail::threads_for(
+      static_cast<double>(c.rows) * static_cast<double>(c.cols) * static_cast<double>(a.cols()),
+      options.threads);
   // Kept per thread between calls: fresh pages would cost more than computing their contents.
   thread_local std::vector<std::int32_t> comp;
   comp.clear();

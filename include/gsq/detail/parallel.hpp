@@ -19,6 +19,18 @@ inline int resolve_threads(int requested) noexcept {
 #endif
 }
 
+/// Threads worth using for `work` elementary operations when the caller left the choice to gsq
+/// (requested == 0): parallel regions cost microseconds to start and join (far more when the
+/// machine is oversubscribed and OpenMP threads spin), so small products run on the calling
+/// thread.  An explicit request is honoured as given.  Never changes results.
+inline int threads_for(double work, int requested) noexcept {
+  constexpr double kWorkPerThread = 1 << 22;  // about a millisecond of int8 multiply-adds
+  if (requested > 0) return requested;
+  const int threads = resolve_threads(requested);
+  if (threads <= 1 || work < 2 * kWorkPerThread) return 1;
+  return work < threads * kWorkPerThread ? static_cast<int>(work / kWorkPerThread) : threads;
+}
+
 /// Runs body(i) for i in [0, n), split statically over `threads` OpenMP threads.  gsq starts no
 /// threads of its own: without OpenMP this is a loop.  Results never depend on the split, so
 /// translation units built with and without OpenMP compute the same values.

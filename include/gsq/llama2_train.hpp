@@ -1,0 +1,336 @@
+// llama2_train.hpp: forward and backward of a llama2.c model over a token sequence, with every
+// linear layer (wq, wk, wv, wo, w1, w2, w3) a gsq LoRA layer on a frozen low-bit base.
+#pragma once
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "gsq/detail/check.hpp"
+#include "gsq/llama2.hpp"
+#include "gsq/lora.hpp"
+#include "gsq/optim.hpp"
+
+namespace gsq {
+
+// What runs where
+//   Linear layers: LoraLinear (GSE, float or FP8 mode, see lora.hpp): every matmul of their
+//   forward and backward is integer in GSE mode.  The non-linear parts stay float32: RMSNorm,
+//   RoPE, causal grouped-query attention (scores, softmax, weighted values), SwiGLU, the tied
+//   classifier (the frozen token embedding, as llama2.c shares it) and cross-entropy.  They are
+//   O(T^2 d + T d) against the linears' O(T d^2) and carry no trainable state.
+
+/// A llama2.c model for fine-tuning: frozen base, LoRA adapters on all seven linears per layer.
+template <typename Lora = LoraLinear<4, 8, 8, 8, 32>>
+class Llama2LoraModel {
+ public:
+  Llama2LoraModel(const Llama2Weights& w, const LoraOptions& options) : w_(w), c_(w.config()) {
+    for (int l = 0; l < c_.n_layers; ++l) {
+      Layer layer;
+      LoraOptions o = options;
+      auto make = [&](MatrixRef<const float> m, std::uint64_t salt) {
+        o.seed = options.seed * 1000003u + static_cast<std::uint64_t>(l) * 16u + salt;
+        return std::make_unique<Lora>(detail::transposed(m), o);  // llama2.c stores out x in
+      };
+      layer.q = make(w.wq(l), 0);
+      layer.k = make(w.wk(l), 1);
+      layer.v = make(w.wv(l), 2);
+      layer.o = make(w.wo(l), 3);
+      layer.w1 = make(w.w1(l), 4);
+      layer.w2 = make(w.w2(l), 5);
+      layer.w3 = make(w.w3(l), 6);
+      layers_.push_back(std::move(layer));
+    }
+  }
+
+  const Llama2Config& config() const noexcept { return c_; }
+
+  /// Every LoRA layer, in a fixed order (layer by layer: q, k, v, o, w1, w2, w3).
+  std::vector<Lora*> loras() {
+    std::vector<Lora*> out;
+    for (Layer& l : layers_) {
+      for (Lora* p :
+           {l.q.get(), l.k.get(), l.v.get(), l.o.get(), l.w1.get(), l.w2.get(), l.w3.get()})
+        out.push_back(p);
+    }
+    return out;
+  }
+
+  /// The adapters as optimizer parameters.
+  std::vector<Parameter> parameters() {
+    std::vector<Parameter> out;
+    for (Lora* p : loras()) {
+      out.push_back({p->a().data(), p->grad_a().data(), p->a().size()});
+      out.push_back({p->b().data(), p->grad_b().data(), p->b().size()});
+    }
+    return out;
+  }
+
+  void set_mode(LoraMode mode) {
+    for (Lora* p : loras()) p->set_mode(mode);
+  }
+  void zero_grad() {
+    for (Lora* p : loras()) p->zero_grad();
+  }
+
+  /// Mean cross-entropy of predicting tokens[t + 1] from tokens[0..t], t < T = size - 1.  With
+  /// `backward`, also accumulates the adapters' gradients of that mean.
+  double loss(const std::vector<int>& tokens, bool backward) {
+    const Index t_len = static_cast<Index>(tokens.size()) - 1;
+    GSQ_CHECK(t_len >= 1 && t_len <= c_.seq_len,
+              "llama2: a training sequence needs 2 to seq_len + 1 = ", c_.seq_len + 1,
+              " tokens, got ", tokens.size());
+    for (int tok : tokens)
+      GSQ_CHECK(tok >= 0 && tok < c_.vocab_size, "llama2: token ", tok, " is outside [0, ",
+                c_.vocab_size, ")");
+    const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim, vocab = c_.vocab_size;
+    T_ = t_len;
+    // Forward, keeping what backward needs.
+    x_.assign(static_cast<std::size_t>(c_.n_layers + 1), {});
+    std::vector<float>& x0 = x_[0];
+    x0.resize(static_cast<std::size_t>(t_len * d));
+    for (Index t = 0; t < t_len; ++t) {
+      const float* e = &w_.token_embedding()(tokens[static_cast<std::size_t>(t)], 0);
+      std::copy(e, e + d, x0.begin() + t * d);
+    }
+    for (int l = 0; l < c_.n_layers; ++l) {
+      Layer& L = layers_[static_cast<std::size_t>(l)];
+      const std::vector<float>& x = x_[static_cast<std::size_t>(l)];
+      rmsnorm(x, w_.rms_att(l), t_len, d, L.xn1, L.r1);
+      L.q_out.resize(static_cast<std::size_t>(t_len * d));
+      L.k_out.resize(static_cast<std::size_t>(t_len * kv));
+      L.v_out.resize(static_cast<std::size_t>(t_len * kv));
+      L.q->forward(rm(L.xn1, t_len, d), rmw(L.q_out, t_len, d));
+      L.k->forward(rm(L.xn1, t_len, d), rmw(L.k_out, t_len, kv));
+      L.v->forward(rm(L.xn1, t_len, d), rmw(L.v_out, t_len, kv));
+      rope(L.q_out, t_len, d, false);
+      rope(L.k_out, t_len, kv, false);
+      attention_forward(L, t_len);
+      std::vector<float> y(static_cast<std::size_t>(t_len * d));
+      L.o->forward(rm(L.attn, t_len, d), rmw(y, t_len, d));
+      L.x2 = x;
+      for (std::size_t i = 0; i < y.size(); ++i) L.x2[i] += y[i];
+      rmsnorm(L.x2, w_.rms_ffn(l), t_len, d, L.xn2, L.r2);
+      L.h1.resize(static_cast<std::size_t>(t_len * hid));
+      L.h3.resize(L.h1.size());
+      L.w1->forward(rm(L.xn2, t_len, d), rmw(L.h1, t_len, hid));
+      L.w3->forward(rm(L.xn2, t_len, d), rmw(L.h3, t_len, hid));
+      std::vector<float> hs(L.h1.size());
+      for (std::size_t i = 0; i < hs.size(); ++i) hs[i] = silu(L.h1[i]) * L.h3[i];
+      L.w2->forward(rm(hs, t_len, hid), rmw(y, t_len, d));
+      std::vector<float>& next = x_[static_cast<std::size_t>(l + 1)];
+      next = L.x2;
+      for (std::size_t i = 0; i < y.size(); ++i) next[i] += y[i];
+    }
+    std::vector<float> xf, rf;
+    rmsnorm(x_.back(), w_.rms_final(), t_len, d, xf, rf);
+    // Logits through the tied classifier, softmax and cross-entropy, row by row.
+    const MatrixRef<const float> cls = w_.classifier();
+    std::vector<float> dxf(backward ? static_cast<std::size_t>(t_len * d) : 0, 0.0f);
+    std::vector<float> logits(static_cast<std::size_t>(vocab));
+    double total = 0;
+    for (Index t = 0; t < t_len; ++t) {
+      const float* xt = xf.data() + t * d;
+      float mx = -INFINITY;
+      for (Index v = 0; v < vocab; ++v) {
+        float s = 0.0f;
+        for (Index i = 0; i < d; ++i) s += cls(v, i) * xt[i];
+        logits[static_cast<std::size_t>(v)] = s;
+        mx = std::max(mx, s);
+      }
+      double sum = 0;
+      for (Index v = 0; v < vocab; ++v)
+        sum += std::exp(double{logits[static_cast<std::size_t>(v)]} - mx);
+      const int target = tokens[static_cast<std::size_t>(t + 1)];
+      total += std::log(sum) + mx - logits[static_cast<std::size_t>(target)];
+      if (!backward) continue;
+      float* g = dxf.data() + t * d;
+      for (Index v = 0; v < vocab; ++v) {
+        double p = std::exp(double{logits[static_cast<std::size_t>(v)]} - mx) / sum;
+        if (v == target) p -= 1.0;
+        const auto dl = static_cast<float>(p / static_cast<double>(t_len));
+        for (Index i = 0; i < d; ++i) g[i] += dl * cls(v, i);
+      }
+    }
+    if (backward) backward_pass(dxf, rf, t_len);
+    return total / static_cast<double>(t_len);
+  }
+
+ private:
+  struct Layer {
+    std::unique_ptr<Lora> q, k, v, o, w1, w2, w3;
+    std::vector<float> xn1, r1, q_out, k_out, v_out, probs, attn, x2, xn2, r2, h1, h3;
+  };
+
+  static MatrixRef<const float> rm(const std::vector<float>& v, Index rows, Index cols) {
+    return MatrixRef<const float>::row_major(v.data(), rows, cols);
+  }
+  static MatrixRef<float> rmw(std::vector<float>& v, Index rows, Index cols) {
+    return MatrixRef<float>::row_major(v.data(), rows, cols);
+  }
+  static float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+  /// y = g * x / rms(x) per row; r holds 1 / rms per row.
+  static void rmsnorm(const std::vector<float>& x, const float* g, Index rows, Index d,
+                      std::vector<float>& y, std::vector<float>& r) {
+    y.resize(x.size());
+    r.resize(static_cast<std::size_t>(rows));
+    for (Index t = 0; t < rows; ++t) {
+      const float* xt = x.data() + t * d;
+      float ss = 0.0f;
+      for (Index i = 0; i < d; ++i) ss += xt[i] * xt[i];
+      const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + 1e-5f);
+      r[static_cast<std::size_t>(t)] = inv;
+      for (Index i = 0; i < d; ++i) y[static_cast<std::size_t>(t * d + i)] = g[i] * (inv * xt[i]);
+    }
+  }
+  /// dx += d(rmsnorm)/dx^T dy.
+  static void rmsnorm_backward(const std::vector<float>& x, const float* g,
+                               const std::vector<float>& r, const std::vector<float>& dy,
+                               Index rows, Index d, std::vector<float>& dx) {
+    for (Index t = 0; t < rows; ++t) {
+      const float* xt = x.data() + t * d;
+      const float* dyt = dy.data() + t * d;
+      const float inv = r[static_cast<std::size_t>(t)];
+      float dot = 0.0f;
+      for (Index i = 0; i < d; ++i) dot += g[i] * dyt[i] * xt[i];
+      const float k = inv * inv * inv * dot / static_cast<float>(d);
+      for (Index i = 0; i < d; ++i)
+        dx[static_cast<std::size_t>(t * d + i)] += inv * g[i] * dyt[i] - k * xt[i];
+    }
+  }
+  /// Rotates each pair (2i, 2i+1) of each head by pos * 10000^(-2i/head_size) (the inverse
+  /// rotation when `inverse`, which is the backward pass of the rotation).
+  void rope(std::vector<float>& m, Index rows, Index width, bool inverse) const {
+    const int hs = c_.head_size();
+    for (Index t = 0; t < rows; ++t) {
+      for (Index i = 0; i < width; i += 2) {
+        const int head_dim = static_cast<int>(i % hs);
+        const float freq =
+            1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(hs));
+        const float val = static_cast<float>(t) * freq;
+        const float fcr = std::cos(val), fci = inverse ? -std::sin(val) : std::sin(val);
+        float* p = m.data() + t * width + i;
+        const float v0 = p[0], v1 = p[1];
+        p[0] = v0 * fcr - v1 * fci;
+        p[1] = v0 * fci + v1 * fcr;
+      }
+    }
+  }
+
+  void attention_forward(Layer& L, Index T) {
+    const int hs = c_.head_size(), H = c_.n_heads, kv_mul = c_.n_heads / c_.n_kv_heads;
+    const Index d = c_.dim, kv = c_.kv_dim();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    L.probs.assign(static_cast<std::size_t>(H * T * T), 0.0f);
+    L.attn.assign(static_cast<std::size_t>(T * d), 0.0f);
+    for (int h = 0; h < H; ++h) {
+      const Index kh = (h / kv_mul) * hs;
+      for (Index t = 0; t < T; ++t) {
+        float* p = L.probs.data() + (h * T + t) * T;
+        const float* q = L.q_out.data() + t * d + h * hs;
+        float mx = -INFINITY;
+        for (Index s = 0; s <= t; ++s) {
+          const float* k = L.k_out.data() + s * kv + kh;
+          float dot = 0.0f;
+          for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
+          p[s] = dot * scale;
+          mx = std::max(mx, p[s]);
+        }
+        float sum = 0.0f;
+        for (Index s = 0; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
+        float* o = L.attn.data() + t * d + h * hs;
+        for (Index s = 0; s <= t; ++s) {
+          p[s] /= sum;
+          const float* v = L.v_out.data() + s * kv + kh;
+          for (int i = 0; i < hs; ++i) o[i] += p[s] * v[i];
+        }
+      }
+    }
+  }
+
+  /// From dO (T x d): dQ (T x d), dK and dV (T x kv), all before RoPE undoing for Q and K.
+  void attention_backward(const Layer& L, Index T, const std::vector<float>& d_attn,
+                          std::vector<float>& dq, std::vector<float>& dk,
+                          std::vector<float>& dv) const {
+    const int hs = c_.head_size(), H = c_.n_heads, kv_mul = c_.n_heads / c_.n_kv_heads;
+    const Index d = c_.dim, kv = c_.kv_dim();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    dq.assign(static_cast<std::size_t>(T * d), 0.0f);
+    dk.assign(static_cast<std::size_t>(T * kv), 0.0f);
+    dv.assign(static_cast<std::size_t>(T * kv), 0.0f);
+    std::vector<float> dp(static_cast<std::size_t>(T));
+    for (int h = 0; h < H; ++h) {
+      const Index kh = (h / kv_mul) * hs;
+      for (Index t = 0; t < T; ++t) {
+        const float* p = L.probs.data() + (h * T + t) * T;
+        const float* go = d_attn.data() + t * d + h * hs;
+        float dot = 0.0f;
+        for (Index s = 0; s <= t; ++s) {
+          const float* v = L.v_out.data() + s * kv + kh;
+          float g = 0.0f;
+          for (int i = 0; i < hs; ++i) g += go[i] * v[i];
+          dp[static_cast<std::size_t>(s)] = g;
+          dot += g * p[s];
+          float* gv = dv.data() + s * kv + kh;
+          for (int i = 0; i < hs; ++i) gv[i] += p[s] * go[i];
+        }
+        const float* q = L.q_out.data() + t * d + h * hs;
+        float* gq = dq.data() + t * d + h * hs;
+        for (Index s = 0; s <= t; ++s) {
+          const float ds = p[s] * (dp[static_cast<std::size_t>(s)] - dot) * scale;
+          const float* k = L.k_out.data() + s * kv + kh;
+          float* gk = dk.data() + s * kv + kh;
+          for (int i = 0; i < hs; ++i) {
+            gq[i] += ds * k[i];
+            gk[i] += ds * q[i];
+          }
+        }
+      }
+    }
+  }
+
+  void backward_pass(const std::vector<float>& dxf, const std::vector<float>& rf, Index T) {
+    const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim;
+    std::vector<float> dx(static_cast<std::size_t>(T * d), 0.0f);
+    rmsnorm_backward(x_.back(), w_.rms_final(), rf, dxf, T, d, dx);
+    std::vector<float> tmp_d(static_cast<std::size_t>(T * d)), dxn(static_cast<std::size_t>(T * d));
+    for (int l = c_.n_layers - 1; l >= 0; --l) {
+      Layer& L = layers_[static_cast<std::size_t>(l)];
+      // FFN: x3 = x2 + w2(silu(w1 xn2) * w3 xn2).
+      std::vector<float> dhs(static_cast<std::size_t>(T * hid));
+      L.w2->backward(rm(dx, T, d), rmw(dhs, T, hid));
+      std::vector<float> dh1(dhs.size()), dh3(dhs.size());
+      for (std::size_t i = 0; i < dhs.size(); ++i) {
+        const float a = L.h1[i], sig = 1.0f / (1.0f + std::exp(-a));
+        dh3[i] = dhs[i] * a * sig;
+        dh1[i] = dhs[i] * L.h3[i] * sig * (1.0f + a * (1.0f - sig));
+      }
+      L.w1->backward(rm(dh1, T, hid), rmw(dxn, T, d));
+      L.w3->backward(rm(dh3, T, hid), rmw(tmp_d, T, d));
+      for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];
+      rmsnorm_backward(L.x2, w_.rms_ffn(l), L.r2, dxn, T, d, dx);  // dx is now d/dx2
+      // Attention: x2 = x + wo(attn(rope(wq xn1), rope(wk xn1), wv xn1)).
+      std::vector<float> d_attn(static_cast<std::size_t>(T * d));
+      L.o->backward(rm(dx, T, d), rmw(d_attn, T, d));
+      std::vector<float> dq, dk, dv;
+      attention_backward(L, T, d_attn, dq, dk, dv);
+      rope(dq, T, d, true);
+      rope(dk, T, kv, true);
+      L.q->backward(rm(dq, T, d), rmw(dxn, T, d));
+      L.k->backward(rm(dk, T, kv), rmw(tmp_d, T, d));
+      for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];
+      L.v->backward(rm(dv, T, kv), rmw(tmp_d, T, d));
+      for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];
+      rmsnorm_backward(x_[static_cast<std::size_t>(l)], w_.rms_att(l), L.r1, dxn, T, d, dx);
+    }
+  }
+
+  const Llama2Weights& w_;
+  Llama2Config c_;
+  std::vector<Layer> layers_;
+  std::vector<std::vector<float>> x_;  // the residual stream entering each layer, and the last
+  Index T_ = 0;
+};
+
+}  // namespace gsq
