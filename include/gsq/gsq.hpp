@@ -12,6 +12,7 @@
 #include "gsq/llama2_run.hpp"
 #include "gsq/llama2_train.hpp"
 #include "gsq/lora.hpp"
+#include "gsq/lota.hpp"
 #include "gsq/matmul.hpp"
 #include "gsq/optim.hpp"
 #include "gsq/regroup.hpp"
