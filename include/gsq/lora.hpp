@@ -288,8 +288,13 @@ class LoraLinear {
   /// An upper bound of the buffers the matmul driver packs weight panels into: one L2-sized
   /// block per thread, or the whole operand when it spans fewer than two blocks per thread.
   std::size_t rhs_block_bytes() const noexcept {
-    return 2 * static_cast<std::size_t>(detail::kRhsBlockBytes) *
-           static_cast<std::size_t>(detail::resolve_threads(options_.matmul.threads));
+    const std::size_t bound =
+        2 * static_cast<std::size_t>(detail::kRhsBlockBytes) *
+        static_cast<std::size_t>(detail::resolve_threads(options_.matmul.threads));
+    // Never more than the whole packed weight: codes plus 4 bytes per group and column.
+    const auto whole = static_cast<std::size_t>(in_ * out_ + 4 * out_ * ((in_ + G - 1) / G) +
+                                                4 * in_ * ((out_ + G - 1) / G));
+    return std::min(bound, whole);
   }
 
   // ---- GSE mode ------------------------------------------------------------------------------

@@ -1,0 +1,437 @@
+// finetune.cpp: on-device LoRA fine-tuning of a real LLaMA model (llama2.c's stories260K) with
+// GSE on every linear layer, and the GSQ-Tuning paper's comparison table (Table 1) on it.
+//
+//   finetune [--model PATH] [--tokenizer PATH] [--data FILE] [--out DIR] [--steps N] ...
+//
+// Default task, quantization recovery: the 4-bit base moves the model away from fp32.  The fp32
+// model writes the training and held-out text itself (seeded sampling at temperature 1), so the
+// fp32 model's held-out loss is the floor, and adapters trained on that text (next-token
+// cross-entropy, i.e. distillation) recover part of what 4 bits lost.  With --data, the same
+// comparison fine-tunes on the user's own text.  Every configuration trains in a forked child,
+// so that the peak RSS it reports is its own.  Without the model on disk, a small LLaMA is first
+// pretrained on a generated corpus (finetune/fallback.hpp) and the same pipeline runs on it.
+//
+// Outputs (in --out, default finetune_out/): table.md, table.csv, sweep.csv, sweep.svg.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "finetune/fallback.hpp"
+#include "finetune/report.hpp"
+#include "finetune/train.hpp"
+#include "gsq/llama2.hpp"
+#include "gsq/llama2_run.hpp"
+#include "gsq/lora.hpp"
+#include "gsq/tokenizer.hpp"
+
+namespace {
+
+using finetune::Dataset;
+using finetune::Measured;
+using finetune::Row;
+using finetune::TrainSettings;
+
+// ---- Settings --------------------------------------------------------------------------------
+
+struct Settings {
+  std::string model, tokenizer, data, out = "finetune_out";
+  int seq = 64;              // tokens per window (next-token predictions per sequence)
+  int heldout_windows = 64;  // generated held-out windows (training: steps x batch, one epoch)
+  int sweep_steps = 60;      // optimizer steps per sweep point; 0 skips the sweep
+  TrainSettings train;
+};
+
+void usage() {
+  std::printf(
+      "usage: finetune [options]\n"
+      "  --model PATH       llama2.c checkpoint (default: $GSQ_MODELS_DIR/stories260K.bin, else\n"
+      "                     ../shared/models/stories260K.bin)\n"
+      "  --tokenizer PATH   its tokenizer (default: tok512.bin beside the model)\n"
+      "  --data FILE        fine-tune on this text (90 %% train, 10 %% held out) instead of\n"
+      "                     text the fp32 model writes\n"
+      "  --out DIR          output directory (default finetune_out)\n"
+      "  --steps N          optimizer steps per configuration (default 150)\n"
+      "  --batch N          windows per step (default 4)\n"
+      "  --seq N            tokens per window (default 64)\n"
+      "  --rank N           adapter rank of the table (default 8)\n"
+      "  --lr X             peak learning rate, cosine schedule (default 3e-3)\n"
+      "  --sweep-steps N    steps per point of the bits x rank sweep, 0 to skip (default 60)\n"
+      "  --seed N           seeds data, adapters and rounding (default 1)\n");
+}
+
+/// The integer after an option, or std::invalid_argument naming the option.
+long long parse_number(const std::string& option, const std::string& value) {
+  std::size_t used = 0;
+  long long n = -1;
+  try {
+    n = std::stoll(value, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != value.size() || n < 0)
+    throw std::invalid_argument(option + " needs a non-negative integer, got '" + value + "'");
+  return n;
+}
+
+Settings parse_args(int argc, char** argv) {
+  Settings s;
+  const char* dir = std::getenv("GSQ_MODELS_DIR");
+  s.model = std::string(dir != nullptr ? dir : "../shared/models") + "/stories260K.bin";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      usage();
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw std::invalid_argument("missing value after " + arg);
+    const std::string v = argv[++i];
+    auto number = [&] { return static_cast<int>(std::min(parse_number(arg, v), 1LL << 30)); };
+    if (arg == "--model") {
+      s.model = v;
+    } else if (arg == "--tokenizer") {
+      s.tokenizer = v;
+    } else if (arg == "--data") {
+      s.data = v;
+    } else if (arg == "--out") {
+      s.out = v;
+    } else if (arg == "--steps") {
+      s.train.steps = number();
+    } else if (arg == "--batch") {
+      s.train.batch = number();
+    } else if (arg == "--seq") {
+      s.seq = number();
+    } else if (arg == "--rank") {
+      s.train.rank = number();
+    } else if (arg == "--lr") {
+      s.train.lr = std::strtof(v.c_str(), nullptr);
+    } else if (arg == "--sweep-steps") {
+      s.sweep_steps = number();
+    } else if (arg == "--seed") {
+      s.train.seed = static_cast<std::uint64_t>(parse_number(arg, v));
+    } else {
+      throw std::invalid_argument("unknown option " + arg + " (see --help)");
+    }
+  }
+  if (s.tokenizer.empty()) {
+    const std::size_t slash = s.model.find_last_of('/');
+    s.tokenizer = (slash == std::string::npos ? "" : s.model.substr(0, slash + 1)) + "tok512.bin";
+  }
+  const int warmup = s.train.warmup;
+  if (s.train.steps < warmup || (s.sweep_steps != 0 && s.sweep_steps < warmup))
+    throw std::invalid_argument("--steps and --sweep-steps (unless 0) must be at least the " +
+                                std::to_string(warmup) + " warmup steps");
+  if (s.train.batch < 1 || s.seq < 1 || s.train.rank < 1 || !(s.train.lr > 0.0f))
+    throw std::invalid_argument("--batch, --seq, --rank and --lr must be positive");
+  return s;
+}
+
+// ---- The model -------------------------------------------------------------------------------
+
+struct Model {
+  gsq::Llama2Weights weights;
+  std::string description;
+  std::function<std::string(const std::vector<int>&)> decode;
+  std::function<std::vector<int>(const std::string&)> encode_words;  // for --data
+};
+
+Model load_stories260k(const Settings& s) {
+  Model m;
+  m.weights = gsq::Llama2Weights::load(s.model);
+  auto tok = std::make_shared<gsq::Tokenizer>(
+      gsq::Tokenizer::load(s.tokenizer, m.weights.config().vocab_size));
+  m.description = s.model + " (llama2.c, " + std::to_string(m.weights.config().dim) + " dim, " +
+                  std::to_string(m.weights.config().n_layers) + " layers, vocab " +
+                  std::to_string(m.weights.config().vocab_size) + ")";
+  m.decode = [tok](const std::vector<int>& t) { return tok->decode(t); };
+  // The tokenizer's pieces never hold a space after their first byte, so encoding word by word
+  // (each with its dummy-prefix space) gives the tokens of the whole text, in linear time.
+  m.encode_words = [tok](const std::string& word) { return tok->encode(word, false); };
+  return m;
+}
+
+/// The fresh-machine path: pretrain a small LLaMA on generated stories (finetune/fallback.hpp).
+Model pretrain_fallback(const Settings& s) {
+  const std::vector<std::string> stories = finetune::generate_stories(3000, s.train.seed);
+  auto tok = std::make_shared<finetune::WordTokenizer>(stories);
+  std::vector<int> stream;
+  for (const std::string& story : stories) {
+    const std::vector<int> t = tok->encode(story);
+    stream.insert(stream.end(), t.begin(), t.end());
+  }
+  std::vector<std::vector<int>> windows;
+  for (std::size_t at = 0; at + static_cast<std::size_t>(s.seq) < stream.size();
+       at += static_cast<std::size_t>(s.seq))
+    windows.emplace_back(stream.begin() + static_cast<std::ptrdiff_t>(at),
+                         stream.begin() + static_cast<std::ptrdiff_t>(at) + s.seq + 1);
+  const std::vector<std::vector<int>> heldout(windows.end() - 32, windows.end());
+  windows.resize(windows.size() - heldout.size());
+  Model m;
+  m.weights = finetune::random_small_llama(tok->vocab_size(), std::max(64, s.seq), s.train.seed);
+  const gsq::Llama2Config& c = m.weights.config();
+  std::printf(
+      "Pretraining a small LLaMA (dim %d, hidden %d, %d layers, %d heads / %d kv, vocab %d "
+      "words) on %zu windows of %d tokens from %zu generated stories.\n",
+      c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, windows.size(), s.seq,
+      stories.size());
+  TrainSettings pre;
+  pre.steps = 300;
+  pre.warmup = 30;
+  pre.batch = 4;
+  pre.lr = 3e-3f;
+  pre.seed = s.train.seed;
+  finetune::pretrain(m.weights, windows, /*rounds=*/2, pre);
+  std::printf("  fp32 loss on %zu held-out windows of the corpus: %.3f\n\n", heldout.size(),
+              finetune::heldout_loss_fp32(m.weights, heldout));
+  m.description = "a small LLaMA pretrained here on a generated corpus (stories260K not found)";
+  m.decode = [tok](const std::vector<int>& t) { return tok->decode(t); };
+  return m;
+}
+
+// ---- Data ------------------------------------------------------------------------------------
+
+/// BOS followed by `length` tokens the fp32 model samples at temperature 1 (exactly its own
+/// distribution), from a seeded generator.
+std::vector<int> sample_window(gsq::Llama2Runner& runner, int length, std::mt19937_64& rng) {
+  std::vector<int> tokens = {gsq::Tokenizer::kBos};
+  std::vector<double> p;
+  for (int pos = 0; pos < length; ++pos) {
+    const std::vector<float>& logits = runner.forward(tokens.back(), pos);
+    const float mx = *std::max_element(logits.begin(), logits.end());
+    p.resize(logits.size());
+    double sum = 0;
+    for (std::size_t v = 0; v < p.size(); ++v) sum += p[v] = std::exp(double{logits[v]} - mx);
+    double u = static_cast<double>(rng() >> 11) * 0x1p-53 * sum;  // uniform in [0, sum)
+    std::size_t next = 0;
+    while (next + 1 < p.size() && u >= p[next]) u -= p[next++];
+    tokens.push_back(static_cast<int>(next));
+  }
+  return tokens;
+}
+
+Dataset generated_data(const Model& model, const Settings& s) {
+  gsq::Llama2Runner runner(model.weights);
+  Dataset d;
+  std::mt19937_64 train_rng(s.train.seed * 2 + 1), heldout_rng(s.train.seed * 2 + 2);
+  for (int i = 0; i < s.train.steps * s.train.batch; ++i)
+    d.train.push_back(sample_window(runner, s.seq, train_rng));
+  for (int i = 0; i < s.heldout_windows; ++i)
+    d.heldout.push_back(sample_window(runner, s.seq, heldout_rng));
+  return d;
+}
+
+/// The user's text: paragraphs (split at blank lines) each start with BOS; the first 90 % of
+/// the tokens give the training windows, the rest the held-out ones (seq + 1 tokens each).
+Dataset text_data(const Model& model, const Settings& s) {
+  std::ifstream in(s.data);
+  if (!in.good()) throw std::invalid_argument("cannot open --data file '" + s.data + "'");
+  std::vector<int> stream;
+  bool paragraph_start = true;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream words(line);
+    std::string word;
+    if (!(words >> word)) {
+      paragraph_start = true;
+      continue;
+    }
+    do {
+      if (paragraph_start) stream.push_back(gsq::Tokenizer::kBos);
+      paragraph_start = false;
+      const std::vector<int> t = model.encode_words(word);
+      stream.insert(stream.end(), t.begin(), t.end());
+    } while (words >> word);
+  }
+  auto cut = [&s](std::vector<int>::const_iterator from, std::vector<int>::const_iterator to) {
+    std::vector<std::vector<int>> windows;
+    for (; to - from > s.seq; from += s.seq) windows.emplace_back(from, from + s.seq + 1);
+    return windows;
+  };
+  const auto split = stream.begin() + static_cast<std::ptrdiff_t>(stream.size() * 9 / 10);
+  Dataset d{cut(stream.begin(), split), cut(split, stream.end())};
+  if (d.train.empty() || d.heldout.empty())
+    throw std::invalid_argument("--data: " + std::to_string(stream.size()) +
+                                " tokens are too few; the held-out 10 % needs at least " +
+                                std::to_string(s.seq + 1) + " (try a smaller --seq)");
+  return d;
+}
+
+// ---- The comparison --------------------------------------------------------------------------
+
+using W4A8 = gsq::LoraLinear<4, 8, 8, 8, 32>;
+
+template <int Bits>
+Measured train_gse(const Model& model, const Dataset& data, const TrainSettings& t,
+                   const std::string& label) {
+  return finetune::run_isolated([&] {
+    return finetune::train_adapters<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>(
+        model.weights, data, t, gsq::LoraMode::kGse, label);
+  });
+}
+
+std::vector<Row> comparison(const Model& model, const Dataset& data, const TrainSettings& t) {
+  using finetune::run_isolated;
+  std::vector<Row> rows;
+  std::printf(
+      "Training: %d steps x %d windows of %zu tokens, rank %d, every configuration in "
+      "its own process\n",
+      t.steps, t.batch, data.train.front().size() - 1, t.rank);
+  rows.push_back({"fp32, no adapters", "32-32-32-—", false, run_isolated([&] {
+                    Measured m;
+                    m.heldout_loss = finetune::heldout_loss_fp32(model.weights, data.heldout);
+                    return m;
+                  })});
+  rows.push_back({"W4, no adapters", "4-32-32-—", false, run_isolated([&] {
+                    return finetune::evaluate_untrained<W4A8>(model.weights, data);
+                  })});
+  auto train_w4a8 = [&](gsq::LoraMode mode, const char* label) {
+    return run_isolated(
+        [&] { return finetune::train_adapters<W4A8>(model.weights, data, t, mode, label); });
+  };
+  rows.push_back({"W4 + float adapters (QLoRA-style)", "4-32-32-32", true,
+                  train_w4a8(gsq::LoraMode::kFloat, "W4 + float adapters")});
+  rows.push_back({"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8")});
+  rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6")});
+  rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5")});
+  rows.push_back({"W4 + FP8 adapters", "4-E4M3-E5M2-E4M3", true,
+                  train_w4a8(gsq::LoraMode::kFp8, "W4 + FP8 adapters")});
+  return rows;
+}
+
+std::vector<finetune::SweepPoint> sweep(const Model& model, const Dataset& data, TrainSettings t) {
+  std::vector<finetune::SweepPoint> points;
+  for (int bits : {5, 6, 8}) {
+    for (int rank : {4, 8, 16, 32, 64}) {
+      t.rank = rank;
+      const std::string label =
+          "sweep GSE " + std::to_string(bits) + "-bit, rank " + std::to_string(rank);
+      const Measured m = bits == 5   ? train_gse<5>(model, data, t, label)
+                         : bits == 6 ? train_gse<6>(model, data, t, label)
+                                     : train_gse<8>(model, data, t, label);
+      points.push_back({bits, rank, m});
+    }
+  }
+  return points;
+}
+
+std::string footnotes(const Settings& s, long parent_rss_kib) {
+  return finetune::format(
+      "Held-out loss: mean next-token cross-entropy (nats) over the held-out windows; "
+      "perplexity = exp(loss); W4 gap recovered = (loss(W4) - loss) / (loss(W4) - loss(fp32)); "
+      "vs fp32 = loss - loss(fp32). "
+      "The fp32 row is llama2.c's exact forward (gsq::Llama2Runner); the others run "
+      "gsq::Llama2LoraModel on the same 4-bit GSE base (groups of 32). Every trained row sees "
+      "the same windows in the same order: %d steps of %d windows, adapters of rank %d (alpha = "
+      "16) on all 7 linear layers of every block, the same initialisation and seeds, "
+      "AdamW with fp32 state in every row (so that only the arithmetic differs), peak lr %g on "
+      "a cosine schedule with %d warmup steps, gradient norm clipped to %g.\n\n"
+      "Training memory (accounted): summed over the LoRA layers, the bit-packed 4-bit base, the "
+      "fp32 adapters and their fp32 gradients, and the activations saved for backward "
+      "(bit-packed GSE codes in GSQ rows, fp32 copies in the float and FP8 rows); plus the "
+      "AdamW state (8 bytes per adapter value). Not counted: the token embedding and norms, "
+      "and the model's own fp32 buffers (residual stream, attention probabilities). Largest "
+      "temporary: the largest buffer one layer holds during its forward or backward "
+      "(LoraMemory::largest_temporary; layers run one at a time, so it adds once): the "
+      "dequantized base in the float and FP8 rows, an upper bound of the matmul's packing "
+      "buffers in GSQ rows. Peak RSS: getrusage of the forked child that ran the row, which "
+      "starts with the parent's resident pages (%.1f MiB when it forked). Step time: "
+      "median wall time of one optimizer step (forward, backward, clipping, AdamW), on one "
+      "thread.\n",
+      s.train.steps, s.train.batch, s.train.rank, static_cast<double>(s.train.lr), s.train.warmup,
+      static_cast<double>(s.train.clip), parent_rss_kib / 1024.0);
+}
+
+/// GSQ 8-8-8 against the float adapters, and before against after fine-tuning.
+void summary(const std::vector<Row>& rows) {
+  const Measured &fp32 = rows[0].m, &w4 = rows[1].m, &flt = rows[2].m, &gsq8 = rows[3].m;
+  std::printf(
+      "\nSummary: held-out loss before fine-tuning %.4f (fp32) and %.4f (W4); after, %.4f with "
+      "float adapters and %.4f with GSQ 8-8-8.\nGSQ 8-8-8 vs float adapters: loss %+.4f nats "
+      "(perplexity x%.4f), accounted training memory %.1f vs %.1f KiB (x%.2f), step time %.1f "
+      "vs %.1f ms (x%.2f).\n",
+      fp32.heldout_loss, w4.heldout_loss, flt.heldout_loss, gsq8.heldout_loss,
+      gsq8.heldout_loss - flt.heldout_loss, std::exp(gsq8.heldout_loss - flt.heldout_loss),
+      gsq8.accounted_bytes / 1024.0, flt.accounted_bytes / 1024.0,
+      static_cast<double>(gsq8.accounted_bytes) / flt.accounted_bytes, gsq8.step_ms, flt.step_ms,
+      gsq8.step_ms / flt.step_ms);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const finetune::Clock::time_point start = finetune::Clock::now();
+  auto seconds = [&start] {
+    return std::chrono::duration<double>(finetune::Clock::now() - start).count();
+  };
+  try {
+    const Settings s = parse_args(argc, argv);
+    Model model;
+    try {
+      model = load_stories260k(s);
+    } catch (const std::invalid_argument& e) {
+      if (!s.data.empty())
+        throw std::invalid_argument(std::string("--data needs the model and its tokenizer: ") +
+                                    e.what());
+      std::printf(
+          "stories260K is not available: %s.\nGet stories260K.bin and tok512.bin (MIT) from "
+          "https://huggingface.co/karpathy/tinyllamas (folder stories260K/) into "
+          "../shared/models/, or pass --model and --tokenizer, or set GSQ_MODELS_DIR.\n"
+          "Meanwhile, the same pipeline on a model pretrained here.\n\n",
+          e.what());
+      model = pretrain_fallback(s);
+    }
+    const Dataset data = s.data.empty() ? generated_data(model, s) : text_data(model, s);
+    std::printf(
+        "Model: %s\nData: %s: %zu training and %zu held-out windows of %d tokens (ready after "
+        "%.1f s).\n",
+        model.description.c_str(),
+        s.data.empty() ? "text the fp32 model wrote (seeded sampling, temperature 1)"
+                       : s.data.c_str(),
+        data.train.size(), data.heldout.size(), s.seq, seconds());
+    std::printf("A held-out window: \"%s\"\n\n", model.decode(data.heldout.front()).c_str());
+
+    const long parent_rss_kib = finetune::current_rss_kib();
+    const std::vector<Row> rows = comparison(model, data, s.train);
+    const std::string md =
+        finetune::table_markdown(rows, s.data.empty()) + "\n" + footnotes(s, parent_rss_kib);
+    std::printf("\n%s\n", md.c_str());
+    mkdir(s.out.c_str(), 0755);
+    finetune::write_file(s.out + "/table.md", md);
+    finetune::write_file(s.out + "/table.csv", finetune::table_csv(rows));
+    std::vector<std::string> written = {s.out + "/table.md", s.out + "/table.csv"};
+
+    if (s.sweep_steps > 0) {
+      TrainSettings t = s.train;
+      t.steps = s.sweep_steps;
+      std::printf("Sweep: GSE bits {5, 6, 8} x rank {4, 8, 16, 32, 64}, %d steps each\n", t.steps);
+      const std::vector<finetune::SweepPoint> points = sweep(model, data, t);
+      finetune::write_file(s.out + "/sweep.csv", finetune::sweep_csv(points));
+      finetune::write_file(
+          s.out + "/sweep.svg",
+          finetune::sweep_svg(
+              points, finetune::format("%d steps per point; fp32 model %.3f, W4 "
+                                       "without adapters %.3f",
+                                       t.steps, rows[0].m.heldout_loss, rows[1].m.heldout_loss)));
+      written.push_back(s.out + "/sweep.csv");
+      written.push_back(s.out + "/sweep.svg");
+    }
+    summary(rows);
+    std::printf("Files:");
+    for (const std::string& f : written) std::printf(" %s", f.c_str());
+    std::printf("\nTotal time: %.1f s\n", seconds());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "finetune: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,255 @@
+// finetune/train.hpp: training and evaluating one configuration of examples/finetune.cpp, each
+// in its own child process so that the peak RSS it reports is its own.
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gsq/llama2_run.hpp"
+#include "gsq/llama2_train.hpp"
+#include "gsq/optim.hpp"
+
+namespace finetune {
+
+using Clock = std::chrono::steady_clock;
+
+/// Token windows, all of the same length: seq + 1 tokens, so seq next-token predictions each.
+struct Dataset {
+  std::vector<std::vector<int>> train;
+  std::vector<std::vector<int>> heldout;
+};
+
+/// The hyper-parameters of a comparison: the same for every configuration in it.
+struct TrainSettings {
+  int steps = 150;
+  int batch = 4;  ///< windows per optimizer step; their gradients are averaged
+  int rank = 8;
+  float lr = 3e-3f;  ///< peak of a cosine schedule with `warmup` linear warmup steps
+  int warmup = 10;
+  float clip = 1.0f;  ///< gradient-norm clipping
+  std::uint64_t seed = 1;
+};
+
+/// What one configuration measured.  Plain data, so that a child process can send it back.
+struct Measured {
+  double heldout_loss = 0;  ///< mean next-token cross-entropy over the held-out windows, nats
+  double step_ms = 0;       ///< median wall time of one optimizer step; 0 when nothing trained
+  double tokens_per_s = 0;  ///< training tokens per second
+  /// Bytes held for training: over all LoRA layers, the packed base, the float adapters and
+  /// their gradients, and the activations saved for backward; plus the optimizer state.
+  std::uint64_t accounted_bytes = 0;
+  std::uint64_t temporary_bytes = 0;  ///< the largest temporary any layer reported
+  long peak_rss_kib = 0;              ///< the process's peak resident set (getrusage)
+};
+
+/// One line on stderr, rewritten in place: step/total, training loss (a moving average over
+/// about the last 10 steps), tokens/s, ETA.  When stderr is not a terminal, only the final line
+/// is printed.
+class Progress {
+ public:
+  Progress(std::string label, int total, int tokens_per_step)
+      : label_(std::move(label)),
+        total_(total),
+        tokens_per_step_(tokens_per_step),
+        tty_(isatty(STDERR_FILENO) != 0),
+        start_(Clock::now()),
+        last_(start_) {
+    std::fflush(stdout);  // what the program printed so far comes before the progress line
+  }
+
+  void update(int done, double loss) {
+    average_ = 0.9 * average_ + 0.1 * loss;
+    weight_ = 0.9 * weight_ + 0.1;
+    const Clock::time_point now = Clock::now();
+    const bool last = done >= total_;
+    if (!last && (!tty_ || now - last_ < std::chrono::milliseconds(100))) return;
+    last_ = now;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const double eta = elapsed / done * (total_ - done);
+    std::fprintf(stderr, "\r  %-34s step %4d/%d  loss %6.3f  %7.0f tok/s  %s %5.1f s ",
+                 label_.c_str(), done, total_, average_ / weight_,
+                 done * tokens_per_step_ / elapsed, last ? "took" : "ETA ", last ? elapsed : eta);
+    if (last) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  std::string label_;
+  int total_;
+  int tokens_per_step_;
+  bool tty_;
+  Clock::time_point start_, last_;
+  double average_ = 0, weight_ = 0;  // the moving average of the loss, and its total weight
+};
+
+/// Mean next-token cross-entropy of the exact fp32 model (llama2.c's forward, token by token
+/// with a key/value cache) over the windows.
+inline double heldout_loss_fp32(const gsq::Llama2Weights& w,
+                                const std::vector<std::vector<int>>& windows) {
+  gsq::Llama2Runner runner(w);
+  double total = 0;
+  std::size_t count = 0;
+  for (const std::vector<int>& tokens : windows) {
+    for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
+      const std::vector<float>& logits = runner.forward(tokens[t], static_cast<int>(t));
+      const float mx = *std::max_element(logits.begin(), logits.end());
+      double sum = 0;
+      for (float l : logits) sum += std::exp(double{l} - mx);
+      total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
+      ++count;
+    }
+  }
+  return total / static_cast<double>(count);
+}
+
+/// Mean next-token cross-entropy of a LoRA model over the windows (all of the same length).
+template <typename Model>
+double heldout_loss(Model& model, const std::vector<std::vector<int>>& windows) {
+  double total = 0;
+  for (const std::vector<int>& tokens : windows) total += model.loss(tokens, /*backward=*/false);
+  return total / static_cast<double>(windows.size());
+}
+
+/// The held-out loss of the quantized base alone: the adapters' B starts at zero.
+template <typename Lora>
+Measured evaluate_untrained(const gsq::Llama2Weights& w, const Dataset& data) {
+  gsq::LoraOptions options;
+  options.mode = gsq::LoraMode::kFloat;
+  gsq::Llama2LoraModel<Lora> model(w, options);
+  Measured m;
+  m.heldout_loss = heldout_loss(model, data.heldout);
+  return m;
+}
+
+/// Runs s.steps optimizer steps of `batch` windows each over `windows` (one seeded shuffle,
+/// cycled): clipped, averaged gradients, AdamW on a cosine schedule.  Returns each step's wall
+/// time in milliseconds.
+template <typename Model>
+std::vector<double> train(Model& model, gsq::AdamW& adam, const std::vector<gsq::Parameter>& params,
+                          const std::vector<std::vector<int>>& windows, const TrainSettings& s,
+                          const std::string& label) {
+  const gsq::CosineSchedule schedule{s.lr, s.warmup, s.steps};
+  std::vector<std::size_t> order(windows.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::mt19937_64 rng(s.seed);
+  for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+
+  Progress progress(label, s.steps, s.batch * static_cast<int>(windows.front().size() - 1));
+  std::vector<double> step_ms;
+  std::size_t next = 0;
+  for (int step = 0; step < s.steps; ++step) {
+    const Clock::time_point start = Clock::now();
+    model.zero_grad();
+    double loss = 0;
+    for (int b = 0; b < s.batch; ++b)
+      loss += model.loss(windows[order[next++ % order.size()]], /*backward=*/true);
+    for (const gsq::Parameter& p : params) {
+      for (std::size_t i = 0; i < p.size; ++i) p.grad[i] /= static_cast<float>(s.batch);
+    }
+    gsq::clip_grad_norm(params, s.clip);
+    adam.step(schedule(step));
+    step_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    progress.update(step + 1, loss / s.batch);
+  }
+  return step_ms;
+}
+
+/// Trains adapters on every linear layer of a frozen Lora::WBits base, then evaluates.  Every
+/// configuration sees the same windows in the same order, the same adapter initialisation,
+/// schedule and optimizer (AdamW with float state), so only the arithmetic differs.
+template <typename Lora>
+Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
+                        gsq::LoraMode mode, const std::string& label) {
+  gsq::LoraOptions options;
+  options.rank = s.rank;
+  options.alpha = 16.0f;  // the library default at every rank: adapter scale 16 / rank
+  options.mode = mode;
+  options.seed = s.seed;
+  gsq::Llama2LoraModel<Lora> model(w, options);
+  const std::vector<gsq::Parameter> params = model.parameters();
+  gsq::AdamW adam(params);
+  std::vector<double> step_ms = train(model, adam, params, data.train, s, label);
+
+  Measured m;
+  for (const Lora* layer : model.loras()) {
+    const gsq::LoraMemory mem = layer->memory();
+    m.accounted_bytes +=
+        mem.base + mem.adapter_master + mem.adapter_gradients + mem.saved_activations;
+    m.temporary_bytes = std::max<std::uint64_t>(m.temporary_bytes, mem.largest_temporary);
+  }
+  m.accounted_bytes += adam.state_bytes();
+  const double total_ms = std::accumulate(step_ms.begin(), step_ms.end(), 0.0);
+  const double tokens = static_cast<double>(s.batch) * s.steps * (data.train.front().size() - 1);
+  m.tokens_per_s = 1000.0 * tokens / total_ms;
+  std::nth_element(step_ms.begin(), step_ms.begin() + step_ms.size() / 2, step_ms.end());
+  m.step_ms = step_ms[step_ms.size() / 2];
+  m.heldout_loss = heldout_loss(model, data.heldout);
+  return m;
+}
+
+/// This process's peak resident set in KiB (getrusage; KiB on Linux).
+inline long peak_rss_kib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+/// This process's current resident set in KiB (Linux /proc/self/statm; 0 elsewhere).
+inline long current_rss_kib() {
+  long pages = 0, resident = 0;
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+  std::fclose(f);
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/// Runs fn() in a forked child and returns its Measured, with the child's own peak RSS.
+/// Throws std::runtime_error if the child fails (it has printed why).
+template <typename Fn>
+Measured run_isolated(Fn&& fn) {
+  int fds[2];
+  if (pipe(fds) != 0) throw std::runtime_error("pipe() failed");
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("fork() failed");
+  if (pid == 0) {
+    close(fds[0]);
+    int status = 0;
+    try {
+      Measured m = fn();
+      m.peak_rss_kib = peak_rss_kib();
+      status = write(fds[1], &m, sizeof m) == static_cast<ssize_t>(sizeof m) ? 0 : 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "\nfinetune: %s\n", e.what());
+      status = 1;
+    }
+    std::fflush(stderr);
+    _exit(status);
+  }
+  close(fds[1]);
+  Measured m;
+  const ssize_t got = read(fds[0], &m, sizeof m);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (got != static_cast<ssize_t>(sizeof m) || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw std::runtime_error("a training run failed (see above)");
+  return m;
+}
+
+}  // namespace finetune
