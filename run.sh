@@ -6,7 +6,7 @@
 set -euo pipefail
 
 # The program `./run.sh demo` runs, relative to the release build directory.
-DEMO_TARGET="examples/quant_report"
+DEMO_TARGET="examples/finetune"
 
 # Debian packages the build needs. Each is installed only if dpkg says it is missing.
 PACKAGES=(build-essential cmake libeigen3-dev catch2 libbenchmark-dev libopenblas-dev)
