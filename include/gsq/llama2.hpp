@@ -92,10 +92,11 @@ class Llama2Weights {
     w.wcls_ = c.shared_classifier ? w.token_embedding_
                                   : take(static_cast<std::uint64_t>(c.vocab_size) * d);
     const std::uint64_t payload = size - 28;
-    GSQ_CHECK(payload == n * 4, "llama2: the header (dim ", c.dim, ", hidden_dim ", c.hidden_dim,
-              ", n_layers ", c.n_layers, ", vocab ", c.vocab_size, ", seq_len ", c.seq_len,
-              ") needs ", n * 4, " bytes of weights, the file holds ", payload,
-              payload < n * 4 ? " (truncated)" : " (trailing data)");
+    // Compare in floats, not bytes: n * 4 can wrap around 2^64 for hostile headers.
+    GSQ_CHECK(payload % 4 == 0 && payload / 4 == n, "llama2: the header (dim ", c.dim,
+              ", hidden_dim ", c.hidden_dim, ", n_layers ", c.n_layers, ", vocab ", c.vocab_size,
+              ", seq_len ", c.seq_len, ") needs ", n, " floats of weights, the file holds ",
+              payload, " bytes", payload / 4 < n ? " (truncated)" : " (trailing data)");
     w.data_.resize(static_cast<std::size_t>(n));
     std::memcpy(w.data_.data(), bytes + 28, static_cast<std::size_t>(n) * 4);
     return w;

@@ -490,7 +490,7 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
   std::vector<std::int8_t> tail_codes;
   std::vector<std::uint8_t> tail_exps;
   std::vector<std::int32_t> tail_comp;
-  if (tail_rows != 0) {
+  if (tail_rows != 0 && lde != 0) {  // lde == 0: K == 0, nothing to read
     tail_codes.assign(static_cast<std::size_t>(kMr * lda), 0);
     tail_exps.assign(static_cast<std::size_t>(kMr * lde), 0);
     tail_comp.assign(static_cast<std::size_t>(kMr * lde), 0);

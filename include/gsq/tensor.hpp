@@ -390,6 +390,7 @@ class PackedGseTensor {
   }
   /// Codes [pos, pos + count) of line `line` into out (unchecked, like code_at).
   void codes_at(Index line, Index pos, Index count, std::int8_t* out) const noexcept {
+    if (count <= 0) return;
     auto k = static_cast<std::size_t>(line * length() + pos);
     Index i = 0;
     if constexpr (Bits == 4 || Bits == 8) {
