@@ -1,0 +1,169 @@
+// fuzz_packed_matmul.cpp: bit-packed GSE-INT4 / INT8 storage from untrusted words
+// (PackedGseTensor<Bits>::from_words), streamed into the matmul (PackedStorageRhs,
+// TransposedRegroupedRhs) and checked bit for bit against the unpacked paths on every ISA.
+//
+// Input: [K] [N] [M] [offset] [flags] [alpha] [word bytes, reused cyclically...]
+//   K 0..96, N 0..40, M 1..13; offset T in [-100, 0]
+//   flags bit 0  an offset outside the format's range (must be rejected)
+//         bit 1  one word too many (must be rejected)
+//         bit 2  keep the unused code -2^(Bits-1) where the bytes have it (from_words must
+//                reject it); otherwise it is replaced by 0 so that most inputs reach the matmul
+//         bit 3  beta = 1 (accumulate into C) instead of 0
+//         bit 4  GSE-INT8 storage instead of GSE-INT4
+// from_words may throw std::invalid_argument (the documented error path) and nothing else.
+#include <cstdint>
+#include <cstring>
+#include <gsq/gsq.hpp>
+#include <stdexcept>
+#include <vector>
+
+#include "fuzz_common.hpp"
+
+namespace {
+
+using gsq::Axis;
+using gsq::Index;
+using gsq::Isa;
+
+constexpr int kGroup = 32;
+
+std::vector<float> floats_from(gsq::fuzz::Bytes& in, Index count, std::uint32_t salt) {
+  std::vector<float> v(static_cast<std::size_t>(count));
+  std::uint32_t state = salt * 2654435761u + static_cast<std::uint32_t>(in.remaining());
+  for (float& x : v) {
+    state = state * 1664525u + 1013904223u;
+    x = static_cast<float>(static_cast<std::int32_t>(state >> 8) % 2001 - 1000) / 64.0f;
+  }
+  return v;
+}
+
+void expect_equal(const std::vector<float>& a, const std::vector<float>& b, const char* what) {
+  GSQ_FUZZ_EXPECT(a.size() == b.size(), what);
+  GSQ_FUZZ_EXPECT(a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0,
+                  what);
+}
+
+template <int Bits>
+void run(gsq::fuzz::Bytes& in) {
+  using Packed = gsq::PackedGseTensor<Bits, kGroup>;
+  const Index k = in.u8() % 97;
+  const Index n = in.u8() % 41;
+  const Index m = 1 + in.u8() % 13;
+  int offset = -static_cast<int>(in.u8() % 101);
+  const std::uint8_t flags = in.u8();
+  const float alphas[] = {1.0f, 0.5f, -3.0f, 0.0f};
+  const float alpha = alphas[in.u8() % 4];
+  const bool bad_offset = (flags & 1) != 0;
+  const bool bad_count = (flags & 2) != 0;
+  const bool keep_minus8 = (flags & 4) != 0;
+  const float beta = (flags & 8) != 0 ? 1.0f : 0.0f;
+  if (bad_offset) offset = gsq::GseFormat<Bits, kGroup>::kMaxOffset + 1 + (-offset);
+
+  // The word count of a K x N tensor grouped along K: codes, then 5-bit exponents.
+  const Index groups = n * ((k + kGroup - 1) / kGroup);
+  const auto code_words = static_cast<std::size_t>((k * n * Bits + 63) / 64);
+  const auto exp_words = static_cast<std::size_t>((groups * 5 + 63) / 64);
+  std::vector<std::uint64_t> words(code_words + exp_words + (bad_count ? 1 : 0));
+  const std::uint8_t* bytes = in.rest();
+  const std::size_t available = in.remaining();
+  for (std::size_t w = 0; w < words.size(); ++w) {
+    std::uint64_t v = 0;
+    for (int b = 0; b < 8; ++b) {
+      const std::uint64_t byte = available == 0 ? 0 : bytes[(w * 8 + b) % available];
+      v |= byte << (8 * b);
+    }
+    words[w] = v;
+  }
+  if (!keep_minus8) {
+    constexpr std::uint64_t kMask = (1u << Bits) - 1;
+    for (Index i = 0; i < k * n; ++i) {  // Bits divides 64: no code straddles two words
+      std::uint64_t& w = words[static_cast<std::size_t>(i * Bits / 64)];
+      const int shift = static_cast<int>(i * Bits % 64);
+      if (((w >> shift) & kMask) == (kMask + 1) / 2) w &= ~(kMask << shift);
+    }
+  }
+
+  Packed b;
+  try {
+    b = Packed::from_words(words, k, n, Axis::kRows, offset);
+  } catch (const std::invalid_argument&) {
+    GSQ_FUZZ_EXPECT(bad_offset || bad_count || keep_minus8,
+                    "from_words rejected a well-formed tensor");
+    return;
+  }
+  GSQ_FUZZ_EXPECT(!bad_offset && !bad_count, "from_words accepted a bad offset or word count");
+  const auto unpacked = b.unpack();  // from_words checked every code: must not throw
+
+  // C = alpha * A * B + beta * C, from packed storage and from the unpacked tensor.
+  const std::vector<float> a = floats_from(in, m * k, 1);
+  const auto qa =
+      gsq::quantize<8, kGroup>(gsq::MatrixRef<const float>::row_major(a.data(), m, k), Axis::kCols);
+  const std::vector<float> c0 = floats_from(in, m * n, 2);
+  // W^T as the right operand: A2 (M x N) times W^T (N x K), regrouped along N.
+  const std::vector<float> a2 = floats_from(in, m * n, 3);
+  const auto qa2 = gsq::quantize<8, kGroup>(gsq::MatrixRef<const float>::row_major(a2.data(), m, n),
+                                            Axis::kCols);
+  const auto regrouped = gsq::regroup<8>(unpacked.view(), Axis::kCols);
+  const std::vector<float> ct0 = floats_from(in, m * k, 4);
+
+  std::vector<float> first, first_t;
+  bool have_first = false;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kNeonDot}) {
+    if (!gsq::cpu_supports(isa)) continue;
+    gsq::MatmulOptions options;
+    options.isa = isa;
+    options.threads = 1;
+    std::vector<float> streamed = c0, plain = c0, prepacked = c0;
+    std::vector<float> t_streamed = ct0, t_plain = ct0;
+#if GSQ_FUZZ_SKIP_KNOWN_BUGS
+    // Known bug (tests/fuzz/crashes/README.md, packed_matmul-*): a product with an empty inner
+    // dimension passes null pointers to memcpy. Skipped until it is fixed.
+    const bool skip_plain = k == 0;
+    const bool skip_transposed = n == 0;
+#else
+    const bool skip_plain = false;
+    const bool skip_transposed = false;
+#endif
+    if (!skip_plain) {
+      gsq::matmul(qa.view(), gsq::PackedStorageRhs<Bits, kGroup>(b),
+                  gsq::MatrixRef<float>::row_major(streamed.data(), m, n), alpha, beta, options);
+      gsq::matmul(qa.view(), unpacked.view(), gsq::MatrixRef<float>::row_major(plain.data(), m, n),
+                  alpha, beta, options);
+      const auto rhs = gsq::PackedMatmulRhs<kGroup>::pack(unpacked.view(), options);
+      gsq::matmul(qa.view(), rhs, gsq::MatrixRef<float>::row_major(prepacked.data(), m, n), alpha,
+                  beta, options);
+      expect_equal(streamed, plain, "PackedStorageRhs differs from the unpacked tensor");
+      expect_equal(prepacked, plain, "PackedMatmulRhs differs from the unpacked tensor");
+    }
+    if (!skip_transposed) {
+      gsq::matmul(qa2.view(), gsq::TransposedRegroupedRhs<Bits, kGroup>(b),
+                  gsq::MatrixRef<float>::row_major(t_streamed.data(), m, k), alpha, beta, options);
+      gsq::matmul(qa2.view(), regrouped.view().transposed(),
+                  gsq::MatrixRef<float>::row_major(t_plain.data(), m, k), alpha, beta, options);
+      expect_equal(t_streamed, t_plain, "TransposedRegroupedRhs differs from regroup + transpose");
+    }
+
+    if (!have_first) {
+      first = plain;
+      first_t = t_plain;
+      have_first = true;
+    } else {
+      expect_equal(plain, first, "an ISA's matmul differs from the scalar kernel's");
+      expect_equal(t_plain, first_t, "an ISA's transposed matmul differs from the scalar one");
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  gsq::fuzz::Bytes in(data, size);
+  // Bits is chosen by flag bit 4, the fifth byte; peek at it without consuming.
+  const bool int8 = size > 4 && (data[4] & 16) != 0;
+  if (int8) {
+    run<8>(in);
+  } else {
+    run<4>(in);
+  }
+  return 0;
+}
