@@ -308,11 +308,6 @@ void run(gsq::fuzz::Bytes& in) {
                       "PackedGseTensor::code_at differs");
     }
     const Index first = view.length() == 0 ? 0 : options.seed % view.length();
-#if GSQ_FUZZ_SKIP_KNOWN_BUGS
-    // Known bug (tests/fuzz/crashes/README.md, convert-*): codes_at of zero codes passes null
-    // pointers to memcpy. Skipped until it is fixed.
-    if (view.length() == 0) continue;
-#endif
     packed.codes_at(line, first, view.length() - first, run_codes.data());
     GSQ_FUZZ_EXPECT(
         view.length() == 0 || std::memcmp(run_codes.data(), view.line_codes(line) + first,
