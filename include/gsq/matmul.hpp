@@ -173,26 +173,6 @@ class RhsSource {
 
 namespace detail {
 
-/// Writes one group block of a panel: codes[s][l][k] = code(l, 4 s + k) (+ 128 when biased),
-/// then the exponent bits, for columns l < count (the rest zero).  `code(l, p)` and
-/// `exponent(l)` give column l's code at position p of this group and its group exponent.
-template <int GroupSize, typename Code, typename Exponent>
-void write_group_block(int nr, Index count, bool biased, std::uint8_t* dst, Code&& code,
-                       Exponent&& exponent) {
-  const std::uint8_t bias = biased ? 0x80 : 0x00;
-  for (int l = 0; l < nr; ++l) {
-    std::int32_t bits = 127 << 23;
-    if (l < count) {
-      for (int p = 0; p < GroupSize; ++p)
-        dst[((p / 4) * nr + l) * 4 + p % 4] = static_cast<std::uint8_t>(code(l, p) ^ bias);
-      bits = (exponent(l) + 127) << 23;
-    } else {
-      for (int p = 0; p < GroupSize; ++p) dst[((p / 4) * nr + l) * 4 + p % 4] = bias;
-    }
-    std::memcpy(dst + Index{GroupSize} * nr + 4 * l, &bits, 4);
-  }
-}
-
 /// B from a GseView (compute form) grouped along its rows.
 template <int Bits, int GroupSize>
 class ViewRhs final : public RhsSource<GroupSize> {
@@ -381,10 +361,6 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
     return kTable[static_cast<std::size_t>(c + 128)];
   }
 
-  /// The quantum s = T + E of element (row r, column c) of W: line c, position r.
-  int exponent(Index line, Index pos) const noexcept {
-    return w_.offset() + w_.exponent_at(line, pos / GroupSize);
-  }
   const PackedGseTensor<Bits, GroupSize>& w_;
 };
 
@@ -441,7 +417,8 @@ class PackedMatmulRhs final : public RhsSource<GroupSize> {
             std::uint8_t* out) const override {
     GSQ_DASSERT(shape.nr == shape_.nr && shape.biased_rhs == shape_.biased_rhs);
     (void)shape;
-    std::memcpy(out, panel(first), static_cast<std::size_t>(count * panel_bytes()));
+    const auto bytes = static_cast<std::size_t>(count * panel_bytes());
+    if (bytes != 0) std::memcpy(out, panel(first), bytes);  // K = 0 or no panels: nothing held
   }
   const std::uint8_t* prepacked(Index p) const noexcept override { return panel(p); }
   std::optional<Isa> packed_isa() const noexcept override { return isa_; }
@@ -458,6 +435,17 @@ namespace detail {
 inline constexpr Index kRhsBlockBytes = 512 * 1024;
 /// Blocks of kMr rows of A per work item.
 inline constexpr Index kLhsBlocksPerItem = 8;
+
+/// An upper bound of the bytes run_tiles packs a K x N right operand into when it is not packed
+/// ahead: an L2-sized block per thread (two, for the block being filled and rounding), or the
+/// whole operand when that is smaller (a skinny B is packed whole, once).  For memory accounting.
+inline std::size_t rhs_buffer_bytes(Index k, Index n, int group_size, int threads) noexcept {
+  constexpr Index kWidestPanel = 32;
+  const Index cols = (n + kWidestPanel - 1) / kWidestPanel * kWidestPanel;
+  const Index whole = cols * ((k + group_size - 1) / group_size) * (Index{group_size} + 4);
+  const Index blocks = 2 * kRhsBlockBytes * std::max(threads, 1);
+  return static_cast<std::size_t>(std::min(whole, blocks));
+}
 
 /// Runs the tiles of C with kernel I: work items are (block of B panels) x (chunk of row
 /// blocks of A), jb-major so that consecutive items of one thread share their B block, which

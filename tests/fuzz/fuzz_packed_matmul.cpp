@@ -120,14 +120,7 @@ void run(gsq::fuzz::Bytes& in) {
     gsq::matmul(qa.view(), unpacked.view(), gsq::MatrixRef<float>::row_major(plain.data(), m, n),
                 alpha, beta, options);
     expect_equal(streamed, plain, "PackedStorageRhs differs from the unpacked tensor");
-#if GSQ_FUZZ_SKIP_KNOWN_BUGS
-    // Known bug (tests/fuzz/crashes/README.md, packed_matmul-prepacked-empty-k): with K = 0,
-    // PackedMatmulRhs::pack passes a null pointer to memcpy. Skipped until it is fixed.
-    const bool skip_prepacked = k == 0;
-#else
-    const bool skip_prepacked = false;
-#endif
-    if (!skip_prepacked) {
+    {
       const auto rhs = gsq::PackedMatmulRhs<kGroup>::pack(unpacked.view(), options);
       gsq::matmul(qa.view(), rhs, gsq::MatrixRef<float>::row_major(prepacked.data(), m, n), alpha,
                   beta, options);
