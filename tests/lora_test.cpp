@@ -250,8 +250,6 @@ TEST_CASE("LoRA GSE training step is bit-reproducible across ISAs and threads", 
   for (gsq::Isa isa : {gsq::Isa::kScalar, gsq::matmul_isa()}) {
     for (int threads : {1, 2}) {
       auto layer = make_layer<Layer<8>>(p, LoraMode::kGse);
-      gsq::LoraOptions opt = layer.options();
-      (void)opt;
       gsq::LoraOptions o;
       o.rank = p.rank;
       o.alpha = 2.0f * static_cast<float>(p.rank);

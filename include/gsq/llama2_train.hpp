@@ -84,7 +84,6 @@ class Llama2LoraModel {
       GSQ_CHECK(tok >= 0 && tok < c_.vocab_size, "llama2: token ", tok, " is outside [0, ",
                 c_.vocab_size, ")");
     const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim, vocab = c_.vocab_size;
-    T_ = t_len;
     // Forward, keeping what backward needs.
     x_.assign(static_cast<std::size_t>(c_.n_layers + 1), {});
     std::vector<float>& x0 = x_[0];
@@ -330,7 +329,6 @@ class Llama2LoraModel {
   Llama2Config c_;
   std::vector<Layer> layers_;
   std::vector<std::vector<float>> x_;  // the residual stream entering each layer, and the last
-  Index T_ = 0;
 };
 
 }  // namespace gsq

@@ -285,16 +285,9 @@ class LoraLinear {
   }
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
-  /// An upper bound of the buffers the matmul driver packs weight panels into: one L2-sized
-  /// block per thread, or the whole operand when it spans fewer than two blocks per thread.
-  std::size_t rhs_block_bytes() const noexcept {
-    const std::size_t bound =
-        2 * static_cast<std::size_t>(detail::kRhsBlockBytes) *
-        static_cast<std::size_t>(detail::resolve_threads(options_.matmul.threads));
-    // Never more than the whole packed weight: codes plus 4 bytes per group and column.
-    const auto whole = static_cast<std::size_t>(in_ * out_ + 4 * out_ * ((in_ + G - 1) / G) +
-                                                4 * in_ * ((out_ + G - 1) / G));
-    return std::min(bound, whole);
+  /// What the matmul driver packs the K x N weight operand into (detail::rhs_buffer_bytes).
+  std::size_t rhs_buffer_bytes(Index k, Index n) const noexcept {
+    return detail::rhs_buffer_bytes(k, n, G, detail::resolve_threads(options_.matmul.threads));
   }
 
   // ---- GSE mode ------------------------------------------------------------------------------
@@ -303,7 +296,7 @@ class LoraLinear {
     QuantizeOptions nearest;
     Act xq = quantize<ABits, G>(x, Axis::kCols, nearest);
     // The base streams from its packed form: one L2-sized block of kernel panels at a time.
-    note_temporary(xq.bytes() + rhs_block_bytes());
+    note_temporary(xq.bytes() + rhs_buffer_bytes(in_, out_));
     matmul(xq.view(), PackedStorageRhs<WBits, G>(base_), y, 1.0f, 0.0f, options_.matmul);
 
     const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
@@ -340,7 +333,7 @@ class LoraLinear {
 
     if (dx.data != nullptr) {
       // W^T regrouped along out to GSE-INT8 on the fly (exact for typical weights).
-      note_temporary(dyq.bytes() + rhs_block_bytes());
+      note_temporary(dyq.bytes() + rhs_buffer_bytes(out_, in_));
       matmul(dyq.view(), TransposedRegroupedRhs<WBits, G>(base_, base_t_offset_), dx, 1.0f, 0.0f,
              options_.matmul);
       grad.seed = detail::stream_seed(options_.seed, step_, 1);
