@@ -2,11 +2,13 @@
 // few fine-tuning steps in GSE mode.
 #include "gsq/llama2_train.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "catch.hpp"
+#include "gsq/llama2_run.hpp"
 #include "gsq/optim.hpp"
 
 namespace {
@@ -97,4 +99,87 @@ TEST_CASE("llama2 LoRA model: GSE fine-tuning lowers the loss", "[llama2][train]
   }
   INFO("loss " << first << " -> " << last);
   CHECK(last < 0.5 * first);  // memorising one sequence
+}
+
+namespace {
+
+/// Mean next-token cross-entropy of llama2.c's own forward (token by token, key/value cache).
+double runner_loss(const gsq::Llama2Weights& w, const std::vector<int>& tokens) {
+  gsq::Llama2Runner runner(w);
+  double total = 0;
+  for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
+    const std::vector<float>& logits = runner.forward(tokens[t], static_cast<int>(t));
+    double mx = -1e30, sum = 0;
+    for (float l : logits) mx = std::max(mx, double{l});
+    for (float l : logits) sum += std::exp(double{l} - mx);
+    total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
+  }
+  return total / static_cast<double>(tokens.size() - 1);
+}
+
+template <typename Model>
+void randomise_b(Model& model, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (auto* l : model.loras()) {
+    for (float& v : l->b()) v = normal(rng);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("llama2 LoRA model: a micro-batch is the mean of its windows", "[llama2][train]") {
+  auto w = gsq::Llama2Weights::random(tiny(), 6);
+  gsq::LoraOptions opt;
+  opt.rank = 4;
+  opt.mode = gsq::LoraMode::kFloat;
+  gsq::Llama2LoraModel<gsq::LoraLinear<4, 8, 8, 8, 32>> model(w, opt);
+  randomise_b(model, 8);
+  const std::vector<std::vector<int>> windows = {sequence(11, 1, tiny().vocab_size),
+                                                 sequence(11, 2, tiny().vocab_size),
+                                                 sequence(11, 3, tiny().vocab_size)};
+  const auto params = model.parameters();
+  // One window at a time: the mean loss and the mean of the gradients.
+  model.zero_grad();
+  double mean = 0;
+  for (const auto& win : windows) mean += model.loss(win, true) / 3.0;
+  std::vector<std::vector<float>> separate;
+  for (const auto& p : params) separate.emplace_back(p.grad, p.grad + p.size);
+  model.zero_grad();
+  const double batched = model.loss_batch(windows, true);
+  REQUIRE(batched == Approx(mean).epsilon(1e-5));
+  double err = 0, norm = 0;
+  for (std::size_t p = 0; p < params.size(); ++p) {
+    for (std::size_t i = 0; i < params[p].size; ++i) {
+      const double want = separate[p][i] / 3.0;
+      err = std::max(err, std::abs(params[p].grad[i] - want));
+      norm = std::max(norm, std::abs(want));
+    }
+  }
+  INFO("largest gradient difference " << err << " of largest gradient " << norm);
+  REQUIRE(norm > 0);
+  REQUIRE(err <= 1e-5 * norm);
+  // Windows of different lengths are an error that names them.
+  REQUIRE_THROWS_WITH(model.loss_batch({sequence(11, 1, 40), sequence(9, 2, 40)}, false),
+                      Catch::Contains("window 1 has 9 tokens"));
+}
+
+TEST_CASE("llama2 LoRA model: the merged float32 export runs as the fine-tuned model",
+          "[llama2][train]") {
+  auto w = gsq::Llama2Weights::random(tiny(), 7);
+  gsq::LoraOptions opt;
+  opt.rank = 4;
+  opt.mode = gsq::LoraMode::kFloat;
+  gsq::Llama2LoraModel<gsq::LoraLinear<4, 8, 8, 8, 32>> model(w, opt);
+  randomise_b(model, 9);
+  const std::vector<unsigned char> image = model.merged_weights().serialize();
+  const gsq::Llama2Weights exported = gsq::Llama2Weights::parse(image.data(), image.size());
+  const auto tokens = sequence(15, 4, tiny().vocab_size);
+  const double trained = model.loss(tokens, false);
+  const double ran = runner_loss(exported, tokens);
+  INFO("LoRA model " << trained << ", exported model run by llama2.c's forward " << ran
+                     << ", original fp32 model " << runner_loss(w, tokens));
+  REQUIRE(ran == Approx(trained).epsilon(1e-5));
+  // The adapters matter: the export is not the original model.
+  REQUIRE(std::abs(runner_loss(w, tokens) - trained) > 1e-3);
 }

@@ -135,9 +135,9 @@ inline gsq::Llama2Weights random_small_llama(int vocab_size, int seq_len, std::u
 
 /// Pretrains the linear layers of `w` in place.  Llama2LoraModel trains adapters on a frozen
 /// base, so each round trains full-rank adapters (rank = dim) on an 8-bit base, in GSE mode
-/// (integer matmuls; about twice as fast as float mode here), and then writes W += s A B back
-/// into the fp32 weights; the next round starts from fresh adapters on the updated base.
-/// Embedding and RMSNorm gains stay as they are.
+/// (integer matmuls; about twice as fast as float mode here), and then takes the model's merged
+/// weights (the 8-bit base plus s A B, in float32) as the next round's starting point, with
+/// fresh adapters.  Embedding and RMSNorm gains stay as they are.
 inline void pretrain(gsq::Llama2Weights& w, const std::vector<std::vector<int>>& windows,
                      int rounds, const TrainSettings& s) {
   using Lora = gsq::LoraLinear<8, 8, 8, 8, 32>;
@@ -154,28 +154,9 @@ inline void pretrain(gsq::Llama2Weights& w, const std::vector<std::vector<int>>&
     round_settings.seed = options.seed;
     train(model, adam, params, windows, round_settings,
           "pretraining round " + std::to_string(round + 1) + "/" + std::to_string(rounds));
-
-    // W (llama2.c layout, out x in) += s A B, where A is in x r and B is r x out.
-    const std::vector<Lora*> layers = model.loras();
-    std::size_t k = 0;
-    for (int l = 0; l < w.config().n_layers; ++l) {
-      for (const gsq::MatrixRef<const float> m :
-           {w.wq(l), w.wk(l), w.wv(l), w.wo(l), w.w1(l), w.w2(l), w.w3(l)}) {
-        const Lora& layer = *layers[k++];
-        float* dst = w.mutable_data(m);
-        const gsq::Index in = layer.in_features(), out = layer.out_features();
-        const int r = layer.rank();
-        for (gsq::Index o = 0; o < out; ++o) {
-          for (gsq::Index i = 0; i < in; ++i) {
-            float sum = 0.0f;
-            for (int j = 0; j < r; ++j)
-              sum += layer.a()[static_cast<std::size_t>(i * r + j)] *
-                     layer.b()[static_cast<std::size_t>(j * out + o)];
-            dst[o * in + i] += layer.scale() * sum;
-          }
-        }
-      }
-    }
+    // The next round's base: the 8-bit base with this round's adapters folded in, in float32.
+    // Embedding and RMSNorm gains are copied unchanged.
+    w = model.merged_weights();
   }
 }
 

@@ -135,7 +135,8 @@ Measured evaluate_untrained(const gsq::Llama2Weights& w, const Dataset& data) {
 }
 
 /// Runs s.steps optimizer steps of `batch` windows each over `windows` (one seeded shuffle,
-/// cycled): clipped, averaged gradients, AdamW on a cosine schedule.  Returns each step's wall
+/// cycled), each micro-batch in one forward and backward: clipped gradients of the mean loss,
+/// AdamW on a cosine schedule.  Returns each step's wall
 /// time in milliseconds.
 template <typename Model>
 std::vector<double> train(Model& model, gsq::AdamW& adam, const std::vector<gsq::Parameter>& params,
@@ -149,20 +150,18 @@ std::vector<double> train(Model& model, gsq::AdamW& adam, const std::vector<gsq:
 
   Progress progress(label, s.steps, s.batch * static_cast<int>(windows.front().size() - 1));
   std::vector<double> step_ms;
+  std::vector<std::vector<int>> batch;
   std::size_t next = 0;
   for (int step = 0; step < s.steps; ++step) {
     const Clock::time_point start = Clock::now();
     model.zero_grad();
-    double loss = 0;
-    for (int b = 0; b < s.batch; ++b)
-      loss += model.loss(windows[order[next++ % order.size()]], /*backward=*/true);
-    for (const gsq::Parameter& p : params) {
-      for (std::size_t i = 0; i < p.size; ++i) p.grad[i] /= static_cast<float>(s.batch);
-    }
+    batch.clear();
+    for (int b = 0; b < s.batch; ++b) batch.push_back(windows[order[next++ % order.size()]]);
+    const double loss = model.loss_batch(batch, /*backward=*/true);
     gsq::clip_grad_norm(params, s.clip);
     adam.step(schedule(step));
     step_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-    progress.update(step + 1, loss / s.batch);
+    progress.update(step + 1, loss);
   }
   return step_ms;
 }

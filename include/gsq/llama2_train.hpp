@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "gsq/detail/check.hpp"
@@ -76,20 +77,79 @@ class Llama2LoraModel {
   /// Mean cross-entropy of predicting tokens[t + 1] from tokens[0..t], t < T = size - 1.  With
   /// `backward`, also accumulates the adapters' gradients of that mean.
   double loss(const std::vector<int>& tokens, bool backward) {
-    const Index t_len = static_cast<Index>(tokens.size()) - 1;
-    GSQ_CHECK(t_len >= 1 && t_len <= c_.seq_len,
+    const std::vector<int>* one = &tokens;
+    return run(&one, 1, backward);
+  }
+
+  /// The same over a micro-batch of windows of one length, processed together: every linear
+  /// layer sees all windows' tokens as one matrix (as training frameworks batch them), attention
+  /// and RoPE stay within each window.  Returns the mean over all predictions, and with
+  /// `backward` accumulates the gradients of that mean.
+  double loss_batch(const std::vector<std::vector<int>>& windows, bool backward) {
+    std::vector<const std::vector<int>*> seqs;
+    for (const std::vector<int>& w : windows) seqs.push_back(&w);
+    GSQ_CHECK(!seqs.empty(), "llama2: an empty micro-batch");
+    return run(seqs.data(), seqs.size(), backward);
+  }
+
+  /// The model with every adapter folded into float32 weights: W = dequantized base + s A B per
+  /// linear (the base is the WBits grid, so this is what the trained model computes, with the
+  /// adapters' product exact in float), everything else copied.  Serialize it to run it with
+  /// llama2.c or anything else that reads that format.
+  Llama2Weights merged_weights() const {
+    Llama2Weights out = w_;
+    for (int l = 0; l < c_.n_layers; ++l) {
+      const Layer& L = layers_[static_cast<std::size_t>(l)];
+      const std::pair<const Lora*, MatrixRef<const float>> linears[] = {
+          {L.q.get(), out.wq(l)},   {L.k.get(), out.wk(l)},   {L.v.get(), out.wv(l)},
+          {L.o.get(), out.wo(l)},   {L.w1.get(), out.w1(l)}, {L.w2.get(), out.w2(l)},
+          {L.w3.get(), out.w3(l)}};
+      for (const auto& [lora, m] : linears) {
+        // m is out x in in llama2.c's layout; the layer's effective weight is in x out.
+        const std::vector<float> eff = lora->effective_weight();
+        float* dst = out.mutable_data(m);
+        const Index in = lora->in_features(), outf = lora->out_features();
+        for (Index o = 0; o < outf; ++o) {
+          for (Index i = 0; i < in; ++i)
+            dst[o * in + i] = eff[static_cast<std::size_t>(i * outf + o)];
+        }
+      }
+    }
+    return out;
+  }
+
+ private:
+  struct Layer {
+    std::unique_ptr<Lora> q, k, v, o, w1, w2, w3;
+    std::vector<float> xn1, r1, q_out, k_out, v_out, probs, attn, x2, xn2, r2, h1, h3;
+  };
+
+  /// Forward (and backward) over n windows of one length: rows b * len + t of every activation.
+  double run(const std::vector<int>* const* seqs, std::size_t n, bool backward) {
+    const Index len = static_cast<Index>(seqs[0]->size()) - 1;
+    GSQ_CHECK(len >= 1 && len <= c_.seq_len,
               "llama2: a training sequence needs 2 to seq_len + 1 = ", c_.seq_len + 1,
-              " tokens, got ", tokens.size());
-    for (int tok : tokens)
-      GSQ_CHECK(tok >= 0 && tok < c_.vocab_size, "llama2: token ", tok, " is outside [0, ",
-                c_.vocab_size, ")");
+              " tokens, got ", seqs[0]->size());
+    for (std::size_t b = 0; b < n; ++b) {
+      GSQ_CHECK(static_cast<Index>(seqs[b]->size()) == len + 1, "llama2: window ", b, " has ",
+                seqs[b]->size(), " tokens, window 0 has ", len + 1);
+      for (int tok : *seqs[b])
+        GSQ_CHECK(tok >= 0 && tok < c_.vocab_size, "llama2: token ", tok, " is outside [0, ",
+                  c_.vocab_size, ")");
+    }
+    len_ = len;
+    const Index t_len = static_cast<Index>(n) * len;  // rows of every activation
+    auto token = [&](Index row, Index ahead) {
+      return (*seqs[static_cast<std::size_t>(row / len)])[static_cast<std::size_t>(row % len +
+                                                                                   ahead)];
+    };
     const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim, vocab = c_.vocab_size;
     // Forward, keeping what backward needs.
     x_.assign(static_cast<std::size_t>(c_.n_layers + 1), {});
     std::vector<float>& x0 = x_[0];
     x0.resize(static_cast<std::size_t>(t_len * d));
     for (Index t = 0; t < t_len; ++t) {
-      const float* e = &w_.token_embedding()(tokens[static_cast<std::size_t>(t)], 0);
+      const float* e = &w_.token_embedding()(token(t, 0), 0);
       std::copy(e, e + d, x0.begin() + t * d);
     }
     for (int l = 0; l < c_.n_layers; ++l) {
@@ -140,7 +200,7 @@ class Llama2LoraModel {
       double sum = 0;
       for (Index v = 0; v < vocab; ++v)
         sum += std::exp(double{logits[static_cast<std::size_t>(v)]} - mx);
-      const int target = tokens[static_cast<std::size_t>(t + 1)];
+      const int target = token(t, 1);
       total += std::log(sum) + mx - logits[static_cast<std::size_t>(target)];
       if (!backward) continue;
       float* g = dxf.data() + t * d;
@@ -154,12 +214,6 @@ class Llama2LoraModel {
     if (backward) backward_pass(dxf, rf, t_len);
     return total / static_cast<double>(t_len);
   }
-
- private:
-  struct Layer {
-    std::unique_ptr<Lora> q, k, v, o, w1, w2, w3;
-    std::vector<float> xn1, r1, q_out, k_out, v_out, probs, attn, x2, xn2, r2, h1, h3;
-  };
 
   static MatrixRef<const float> rm(const std::vector<float>& v, Index rows, Index cols) {
     return MatrixRef<const float>::row_major(v.data(), rows, cols);
@@ -198,7 +252,8 @@ class Llama2LoraModel {
         dx[static_cast<std::size_t>(t * d + i)] += inv * g[i] * dyt[i] - k * xt[i];
     }
   }
-  /// Rotates each pair (2i, 2i+1) of each head by pos * 10000^(-2i/head_size) (the inverse
+  /// Rotates each pair (2i, 2i+1) of each head by pos * 10000^(-2i/head_size), pos = row % len_
+  /// (the inverse
   /// rotation when `inverse`, which is the backward pass of the rotation).
   void rope(std::vector<float>& m, Index rows, Index width, bool inverse) const {
     const int hs = c_.head_size();
@@ -207,7 +262,7 @@ class Llama2LoraModel {
         const int head_dim = static_cast<int>(i % hs);
         const float freq =
             1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(hs));
-        const float val = static_cast<float>(t) * freq;
+        const float val = static_cast<float>(t % len_) * freq;  // the position in its window
         const float fcr = std::cos(val), fci = inverse ? -std::sin(val) : std::sin(val);
         float* p = m.data() + t * width + i;
         const float v0 = p[0], v1 = p[1];
@@ -221,15 +276,16 @@ class Llama2LoraModel {
     const int hs = c_.head_size(), H = c_.n_heads, kv_mul = c_.n_heads / c_.n_kv_heads;
     const Index d = c_.dim, kv = c_.kv_dim();
     const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-    L.probs.assign(static_cast<std::size_t>(H * T * T), 0.0f);
+    L.probs.assign(static_cast<std::size_t>(H * T * len_), 0.0f);
     L.attn.assign(static_cast<std::size_t>(T * d), 0.0f);
     for (int h = 0; h < H; ++h) {
       const Index kh = (h / kv_mul) * hs;
       for (Index t = 0; t < T; ++t) {
-        float* p = L.probs.data() + (h * T + t) * T;
+        const Index first = t - t % len_;  // the window's first row; p[s] is for row first + s
+        float* p = L.probs.data() + (h * T + t) * len_ - first;
         const float* q = L.q_out.data() + t * d + h * hs;
         float mx = -INFINITY;
-        for (Index s = 0; s <= t; ++s) {
+        for (Index s = first; s <= t; ++s) {
           const float* k = L.k_out.data() + s * kv + kh;
           float dot = 0.0f;
           for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
@@ -237,9 +293,9 @@ class Llama2LoraModel {
           mx = std::max(mx, p[s]);
         }
         float sum = 0.0f;
-        for (Index s = 0; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
+        for (Index s = first; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
         float* o = L.attn.data() + t * d + h * hs;
-        for (Index s = 0; s <= t; ++s) {
+        for (Index s = first; s <= t; ++s) {
           p[s] /= sum;
           const float* v = L.v_out.data() + s * kv + kh;
           for (int i = 0; i < hs; ++i) o[i] += p[s] * v[i];
@@ -262,10 +318,11 @@ class Llama2LoraModel {
     for (int h = 0; h < H; ++h) {
       const Index kh = (h / kv_mul) * hs;
       for (Index t = 0; t < T; ++t) {
-        const float* p = L.probs.data() + (h * T + t) * T;
+        const Index first = t - t % len_;
+        const float* p = L.probs.data() + (h * T + t) * len_ - first;
         const float* go = d_attn.data() + t * d + h * hs;
         float dot = 0.0f;
-        for (Index s = 0; s <= t; ++s) {
+        for (Index s = first; s <= t; ++s) {
           const float* v = L.v_out.data() + s * kv + kh;
           float g = 0.0f;
           for (int i = 0; i < hs; ++i) g += go[i] * v[i];
@@ -276,7 +333,7 @@ class Llama2LoraModel {
         }
         const float* q = L.q_out.data() + t * d + h * hs;
         float* gq = dq.data() + t * d + h * hs;
-        for (Index s = 0; s <= t; ++s) {
+        for (Index s = first; s <= t; ++s) {
           const float ds = p[s] * (dp[static_cast<std::size_t>(s)] - dot) * scale;
           const float* k = L.k_out.data() + s * kv + kh;
           float* gk = dk.data() + s * kv + kh;
@@ -329,6 +386,7 @@ class Llama2LoraModel {
   Llama2Config c_;
   std::vector<Layer> layers_;
   std::vector<std::vector<float>> x_;  // the residual stream entering each layer, and the last
+  Index len_ = 1;  // the window length of the current micro-batch
 };
 
 }  // namespace gsq

@@ -240,12 +240,8 @@ class LoraLinear {
   /// Returns the error the requantization adds: the RMS of (W' - (W + s A B)) over the RMS of
   /// s A B (0 when the adapter is zero).
   double merge() {
-    std::vector<float> w = base_float();
-    std::vector<float> delta(static_cast<std::size_t>(in_ * out_));
-    detail::gemm_f32(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
-                     MatrixRef<const float>::row_major(b_.data(), rank_, out_),
-                     MatrixRef<float>::row_major(delta.data(), in_, out_), scale_);
-    for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];
+    const std::vector<float> delta = adapter_delta();
+    std::vector<float> w = effective_weight();
     base_ = PackedGseTensor<WBits, G>::pack(
         quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_), Axis::kRows)
             .view());
@@ -258,6 +254,25 @@ class LoraLinear {
     }
     std::fill(b_.begin(), b_.end(), 0.0f);
     return sig == 0 ? 0.0 : std::sqrt(err / sig);
+  }
+
+  /// The adapter's contribution s A B (in x out, row-major float32).
+  std::vector<float> adapter_delta() const {
+    std::vector<float> delta(static_cast<std::size_t>(in_ * out_));
+    detail::gemm_f32(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
+                     MatrixRef<const float>::row_major(b_.data(), rank_, out_),
+                     MatrixRef<float>::row_major(delta.data(), in_, out_), scale_);
+    return delta;
+  }
+
+  /// The layer's weight with the adapter folded in, kept in float32: the dequantized base plus
+  /// s A B (in x out, row-major).  Unlike merge(), nothing is requantized, so a float32 model
+  /// built from it (for example a llama2.c export) computes what the float-mode layer computes.
+  std::vector<float> effective_weight() const {
+    std::vector<float> w = base_float();
+    const std::vector<float> delta = adapter_delta();
+    for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];
+    return w;
   }
 
  private:
