@@ -68,6 +68,9 @@ void usage() {
       "  --rank N           adapter rank of the table (default 8)\n"
       "  --lr X             peak learning rate, cosine schedule (default 3e-3)\n"
       "  --sweep-steps N    steps per point of the bits x rank sweep, 0 to skip (default 60)\n"
+      "  --lota-rank N      rank of the LoTA-QAF row (default 16)\n"
+      "  --lota-omega X     its marker threshold as a fraction of its rank (default 0.5;\n"
+      "                     the paper's 0.75 is weaker here, see the README)\n"
       "  --seed N           seeds data, adapters and rounding (default 1)\n");
 }
 
@@ -116,6 +119,10 @@ Settings parse_args(int argc, char** argv) {
       s.train.rank = number();
     } else if (arg == "--lr") {
       s.train.lr = std::strtof(v.c_str(), nullptr);
+    } else if (arg == "--lota-rank") {
+      s.train.lota_rank = number();
+    } else if (arg == "--lota-omega") {
+      s.train.lota_omega = std::strtod(v.c_str(), nullptr);
     } else if (arg == "--sweep-steps") {
       s.sweep_steps = number();
     } else if (arg == "--seed") {
@@ -132,8 +139,11 @@ Settings parse_args(int argc, char** argv) {
   if (s.train.steps < warmup || (s.sweep_steps != 0 && s.sweep_steps < warmup))
     throw std::invalid_argument("--steps and --sweep-steps (unless 0) must be at least the " +
                                 std::to_string(warmup) + " warmup steps");
-  if (s.train.batch < 1 || s.seq < 1 || s.train.rank < 1 || !(s.train.lr > 0.0f))
-    throw std::invalid_argument("--batch, --seq, --rank and --lr must be positive");
+  if (s.train.batch < 1 || s.seq < 1 || s.train.rank < 1 || !(s.train.lr > 0.0f) ||
+      s.train.lota_rank < 1)
+    throw std::invalid_argument("--batch, --seq, --rank, --lr and --lota-rank must be positive");
+  if (!(s.train.lota_omega >= 0.0 && s.train.lota_omega <= 1.0))
+    throw std::invalid_argument("--lota-omega must be in [0, 1]");
   return s;
 }
 
@@ -272,14 +282,16 @@ using W4A8 = gsq::LoraLinear<4, 8, 8, 8, 32>;
 
 template <int Bits>
 Measured train_gse(const Model& model, const Dataset& data, const TrainSettings& t,
-                   const std::string& label) {
+                   const std::string& label, const std::string& export_path = "") {
   return finetune::run_isolated([&] {
     return finetune::train_adapters<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>(
-        model.weights, data, t, gsq::LoraMode::kGse, label);
+        model.weights, data, t, gsq::LoraMode::kGse, label, export_path);
   });
 }
 
-std::vector<Row> comparison(const Model& model, const Dataset& data, const TrainSettings& t) {
+/// The table's rows.  The GSQ 8-8-8 model, adapters folded into float32, goes to export_path.
+std::vector<Row> comparison(const Model& model, const Dataset& data, const TrainSettings& t,
+                            const std::string& export_path) {
   using finetune::run_isolated;
   std::vector<Row> rows;
   std::printf(
@@ -300,11 +312,16 @@ std::vector<Row> comparison(const Model& model, const Dataset& data, const Train
   };
   rows.push_back({"W4 + float adapters (QLoRA-style)", "4-32-32-32", true,
                   train_w4a8(gsq::LoraMode::kFloat, "W4 + float adapters")});
-  rows.push_back({"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8")});
+  rows.push_back(
+      {"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8", export_path)});
   rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6")});
   rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5")});
   rows.push_back({"W4 + FP8 adapters", "4-E4M3-E5M2-E4M3", true,
                   train_w4a8(gsq::LoraMode::kFp8, "W4 + FP8 adapters")});
+  rows.push_back({finetune::format("LoTA-QAF ternary, rank %d, merged", t.lota_rank), "4-8-8-T",
+                  true, run_isolated([&] {
+                    return finetune::train_lota(model.weights, data, t, "LoTA-QAF ternary");
+                  })});
   return rows;
 }
 
@@ -331,24 +348,36 @@ std::string footnotes(const Settings& s, long parent_rss_kib) {
       "vs fp32 = loss - loss(fp32). "
       "The fp32 row is llama2.c's exact forward (gsq::Llama2Runner); the others run "
       "gsq::Llama2LoraModel on the same 4-bit GSE base (groups of 32). Every trained row sees "
-      "the same windows in the same order: %d steps of %d windows, adapters of rank %d (alpha = "
-      "16) on all 7 linear layers of every block, the same initialisation and seeds, "
-      "AdamW with fp32 state in every row (so that only the arithmetic differs), peak lr %g on "
-      "a cosine schedule with %d warmup steps, gradient norm clipped to %g.\n\n"
-      "Training memory (accounted): summed over the LoRA layers, the bit-packed 4-bit base, the "
-      "fp32 adapters and their fp32 gradients, and the activations saved for backward "
-      "(bit-packed GSE codes in GSQ rows, fp32 copies in the float and FP8 rows); plus the "
-      "AdamW state (8 bytes per adapter value). Not counted: the token embedding and norms, "
-      "and the model's own fp32 buffers (residual stream, attention probabilities). Largest "
-      "temporary: the largest buffer one layer holds during its forward or backward "
-      "(LoraMemory::largest_temporary; layers run one at a time, so it adds once): the "
-      "dequantized base in the float and FP8 rows, an upper bound of the matmul's packing "
-      "buffers in GSQ rows. Peak RSS: getrusage of the forked child that ran the row, which "
-      "starts with the parent's resident pages (%.1f MiB when it forked). Step time: "
-      "median wall time of one optimizer step (forward, backward, clipping, AdamW), on one "
-      "thread.\n",
+      "the same windows in the same order: %d steps of a micro-batch of %d windows (one forward "
+      "and backward per step), adapters of rank %d on all 7 linear layers of every block. The "
+      "LoRA rows (alpha = 16) share the initialisation and seeds and use AdamW with fp32 state "
+      "(so that only the arithmetic differs), peak lr %g on a cosine schedule with %d warmup "
+      "steps, gradient norm clipped to %g. The LoTA-QAF row trains ternary adapters of rank %d "
+      "(omega = %.2f r) with t-SignSGD (q from 0.95 to 0.999 over 80 %% of the steps, then to "
+      "0.9999; no learning "
+      "rate and no optimizer state) on integer gradients, and is evaluated after its exact "
+      "merge into the 4-bit codes (the program checks that the held-out loss is bit-identical "
+      "before and after).\n\n"
+      "Merged into W4: the held-out loss after each layer's merge() writes the adapters into the "
+      "4-bit base (W + s A B requantized for LoRA; codes + ternary markers for LoTA), so that "
+      "inference runs at the base model's cost. Inference per window: wall time of one held-out "
+      "window's forward as the row evaluates it (LoRA rows with their adapters beside the base, "
+      "the LoTA row merged).\n\n"
+      "Training memory (accounted): summed over the linear layers, the bit-packed 4-bit base, "
+      "the adapters and their gradients (fp32 for LoRA, 2-bit ternary values and int64 "
+      "gradients for LoTA), and the activations saved for backward (bit-packed GSE codes in GSQ "
+      "and LoTA rows, fp32 copies in the float and FP8 rows); plus the AdamW state (8 bytes per "
+      "adapter value). Not counted: the token embedding and norms, and the model's own fp32 "
+      "buffers (residual stream, attention probabilities). Largest temporary: the largest "
+      "buffer one layer holds during its forward or backward (LoraMemory::largest_temporary; "
+      "layers run one at a time, so it adds once): the dequantized base in the float and FP8 "
+      "rows, an upper bound of the matmul's packing buffers in GSQ rows, the gradient matrix "
+      "in the LoTA row. Peak RSS: getrusage of the forked child that ran the row, which starts "
+      "with the parent's resident pages (%.1f MiB when it forked). Step time: median wall time "
+      "of one optimizer step (forward, backward and update), on one thread.\n",
       s.train.steps, s.train.batch, s.train.rank, static_cast<double>(s.train.lr), s.train.warmup,
-      static_cast<double>(s.train.clip), parent_rss_kib / 1024.0);
+      static_cast<double>(s.train.clip), s.train.lota_rank, s.train.lota_omega,
+      parent_rss_kib / 1024.0);
 }
 
 /// GSQ 8-8-8 against the float adapters, and before against after fine-tuning.
@@ -364,6 +393,11 @@ void summary(const std::vector<Row>& rows) {
       gsq8.accounted_bytes / 1024.0, flt.accounted_bytes / 1024.0,
       static_cast<double>(gsq8.accounted_bytes) / flt.accounted_bytes, gsq8.step_ms, flt.step_ms,
       gsq8.step_ms / flt.step_ms);
+  const Measured& lota = rows.back().m;
+  std::printf(
+      "Merging into the 4-bit base: float adapters %.4f -> %.4f, GSQ 8-8-8 %.4f -> %.4f, "
+      "LoTA-QAF %.4f (exact).\n",
+      flt.heldout_loss, flt.merged_loss, gsq8.heldout_loss, gsq8.merged_loss, lota.merged_loss);
 }
 
 }  // namespace
@@ -400,15 +434,24 @@ int main(int argc, char** argv) {
         data.train.size(), data.heldout.size(), s.seq, seconds());
     std::printf("A held-out window: \"%s\"\n\n", model.decode(data.heldout.front()).c_str());
 
+    mkdir(s.out.c_str(), 0755);
+    const std::string export_path = s.out + "/gsq888_merged.bin";
     const long parent_rss_kib = finetune::current_rss_kib();
-    const std::vector<Row> rows = comparison(model, data, s.train);
+    const std::vector<Row> rows = comparison(model, data, s.train, export_path);
     const std::string md =
         finetune::table_markdown(rows, s.data.empty()) + "\n" + footnotes(s, parent_rss_kib);
     std::printf("\n%s\n", md.c_str());
-    mkdir(s.out.c_str(), 0755);
     finetune::write_file(s.out + "/table.md", md);
     finetune::write_file(s.out + "/table.csv", finetune::table_csv(rows));
-    std::vector<std::string> written = {s.out + "/table.md", s.out + "/table.csv"};
+    std::vector<std::string> written = {s.out + "/table.md", s.out + "/table.csv", export_path};
+    // The export is an ordinary llama2.c checkpoint: read it back and run llama2.c's forward.
+    std::printf(
+        "Export: the GSQ 8-8-8 model with its adapters folded into float32 weights, in llama2.c "
+        "format (%s; run it with llama2.c's run.c and the same tokenizer). llama2.c's forward on "
+        "it: held-out loss %.4f (the trained row, with 8-bit activations: %.4f).\n\n",
+        export_path.c_str(),
+        finetune::heldout_loss_fp32(gsq::Llama2Weights::load(export_path), data.heldout),
+        rows[3].m.heldout_loss);
 
     if (s.sweep_steps > 0) {
       TrainSettings t = s.train;

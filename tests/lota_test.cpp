@@ -3,6 +3,8 @@
 #include "gsq/lota.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -23,10 +25,12 @@ std::vector<float> normal_vector(std::size_t n, unsigned seed, float sigma) {
   return v;
 }
 
-void random_ternary(std::vector<std::int8_t>& v, unsigned seed) {
+void random_ternary(gsq::TernaryMatrix& m, unsigned seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> t(-1, 1);
-  for (auto& x : v) x = static_cast<std::int8_t>(t(rng));
+  for (Index r = 0; r < m.rows(); ++r) {
+    for (Index c = 0; c < m.cols(); ++c) m.set(r, c, t(rng));
+  }
 }
 
 }  // namespace
@@ -41,10 +45,11 @@ TEST_CASE("LoTA: markers never push a code outside the grid", "[lota]") {
   random_ternary(layer.b(), 4);
   const auto m = layer.markers();
   const auto e = layer.effective();
+  const auto base = layer.base().unpack();
   Index at_edge = 0, moved = 0;
   for (Index i = 0; i < in; ++i) {
     for (Index o = 0; o < out; ++o) {
-      const int c = layer.base().code(i, o), mark = m[static_cast<std::size_t>(i * out + o)];
+      const int c = base.code(i, o), mark = m[static_cast<std::size_t>(i * out + o)];
       REQUIRE(std::abs(e.code(i, o)) <= gsq::GseFormat<4>::kQMax);
       REQUIRE(e.code(i, o) == c + mark);
       at_edge += std::abs(c) == gsq::GseFormat<4>::kQMax;
@@ -124,4 +129,134 @@ TEST_CASE("LoTA: t-SignSGD fine-tuning lowers the loss", "[lota]") {
   const double last = batch_loss(1000, false);
   INFO("loss " << first << " -> " << last);
   CHECK(last < 0.5 * first);
+}
+
+TEST_CASE("LoTA: ternary storage is 2 bits per value and round-trips", "[lota]") {
+  for (Index rows : {1, 3, 17}) {
+    for (Index cols : {1, 8, 63, 64, 65, 130}) {
+      gsq::TernaryMatrix m(rows, cols);
+      random_ternary(m, static_cast<unsigned>(rows * 1000 + cols));
+      std::vector<int> want;
+      for (Index r = 0; r < rows; ++r) {
+        for (Index c = 0; c < cols; ++c) want.push_back(m.get(r, c));
+      }
+      const auto bytes = m.to_int8();
+      REQUIRE(std::equal(want.begin(), want.end(), bytes.begin()));
+      // Chunks read back the same values at any start and length.
+      for (Index r = 0; r < rows; ++r) {
+        for (Index first = 0; first < cols; first += 5) {
+          const int count = static_cast<int>(std::min<Index>(64, cols - first));
+          std::uint64_t plus = 0, minus = 0;
+          m.chunk(r, first, count, plus, minus);
+          for (int j = 0; j < count; ++j) {
+            const int v = static_cast<int>((plus >> j) & 1u) - static_cast<int>((minus >> j) & 1u);
+            REQUIRE(v == m.get(r, first + j));
+          }
+          if (count < 64) REQUIRE(((plus | minus) >> count) == 0);
+        }
+      }
+      // 2 bits per value, plus one spare word per plane.
+      const auto values = static_cast<std::size_t>(rows * cols);
+      REQUIRE(m.bytes() == 2 * 8 * ((values + 63) / 64 + 1));
+    }
+  }
+  gsq::TernaryMatrix m(2, 2);
+  REQUIRE_THROWS_WITH(m.set(0, 1, 2), Catch::Contains("value 2 is not in {-1, 0, 1}"));
+}
+
+TEST_CASE("LoTA: markers from bit-plane popcounts match the integer definition", "[lota]") {
+  for (int rank : {3, 8, 64, 70}) {
+    const Index in = 40, out = 24;
+    const auto w = normal_vector(static_cast<std::size_t>(in * out), 21, 1.0f);
+    const double omega = std::sqrt(static_cast<double>(rank));  // about 1.2 sigma of dW
+    Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), rank, 22, omega);
+    random_ternary(layer.a(), 23);
+    random_ternary(layer.b(), 24);
+    const auto at = layer.a().to_int8(), bt = layer.b().to_int8();
+    const auto base = layer.base().unpack();
+    const auto m = layer.markers();
+    Index moved = 0;
+    for (Index i = 0; i < in; ++i) {
+      for (Index o = 0; o < out; ++o) {
+        int dw = 0;
+        for (int k = 0; k < rank; ++k) dw += at[i * rank + k] * bt[o * rank + k];
+        const int c = base.code(i, o), q = gsq::GseFormat<4>::kQMax;
+        const int want = dw > omega && c < q ? 1 : dw < -omega && c > -q ? -1 : 0;
+        REQUIRE(m[static_cast<std::size_t>(i * out + o)] == want);
+        moved += want != 0;
+      }
+    }
+    CHECK(moved > 0);
+  }
+}
+
+TEST_CASE("LoTA: the integer gradients equal the exact straight-through gradients", "[lota]") {
+  const Index t = 80, in = 96, out = 40;  // 80 tokens: 3 groups along tokens, the last partial
+  const int rank = 6;
+  const auto w = normal_vector(static_cast<std::size_t>(in * out), 31, 0.1f);
+  auto x = normal_vector(static_cast<std::size_t>(t * in), 32, 1.0f);
+  auto dy = normal_vector(static_cast<std::size_t>(t * out), 33, 1e-3f);
+  for (std::size_t k = 0; k < dy.size(); k += 7) dy[k] *= 100.0f;  // exponents spread
+  gsq::LoraOptions options;
+  options.rank = rank;
+  options.seed = 34;
+  options.gradient_rounding = gsq::Rounding::kNearestEven;  // the test rebuilds dY's codes
+  gsq::LotaLinear<4, 8, 8, 32> layer(MatrixRef<const float>::row_major(w.data(), in, out), options);
+  random_ternary(layer.b(), 35);
+  std::vector<float> y(static_cast<std::size_t>(t * out));
+  const auto xr = MatrixRef<const float>::row_major(x.data(), t, in);
+  const auto dyr = MatrixRef<const float>::row_major(dy.data(), t, out);
+  layer.forward(xr, MatrixRef<float>::row_major(y.data(), t, out));
+  layer.backward(dyr, MatrixRef<float>{});
+  // The exact gradients of the same GSE operands, in double: G = 2^qw (X^T dY).
+  const auto xq =
+      gsq::regroup<8>(gsq::quantize<8, 32>(xr, gsq::Axis::kCols).view(), gsq::Axis::kRows);
+  const auto dyq = gsq::quantize<8, 32>(dyr, gsq::Axis::kRows);
+  const auto base = layer.base().unpack();
+  const auto at = layer.a().to_int8(), bt = layer.b().to_int8();
+  std::vector<double> ga(static_cast<std::size_t>(in * rank)),
+      gb(static_cast<std::size_t>(out * rank));
+  for (Index i = 0; i < in; ++i) {
+    for (Index o = 0; o < out; ++o) {
+      double p = 0;
+      for (Index s = 0; s < t; ++s) p += double{xq.value(s, i)} * dyq.value(s, o);
+      p = std::ldexp(p, base.view().quantum(o, i));
+      for (int k = 0; k < rank; ++k) {
+        ga[static_cast<std::size_t>(i * rank + k)] += p * bt[o * rank + k];
+        gb[static_cast<std::size_t>(o * rank + k)] += p * at[i * rank + k];
+      }
+    }
+  }
+  auto compare = [&](const std::vector<std::int64_t>& got, const std::vector<double>& want) {
+    double err = 0, big = 0;
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      err = std::max(
+          err,
+          std::abs(std::ldexp(static_cast<double>(got[k]), layer.gradient_exponent()) - want[k]));
+      big = std::max(big, std::abs(want[k]));
+    }
+    INFO("largest error " << err << " of largest gradient " << big);
+    REQUIRE(big > 0);
+    // Only terms below the fixed point's unit are rounded: at most half a unit per term.
+    REQUIRE(err <= 1e-6 * big);
+  };
+  compare(layer.grad_a(), ga);
+  compare(layer.grad_b(), gb);
+}
+
+TEST_CASE("LoTA: the layer's memory is its packed base, 2-bit adapters and codes", "[lota]") {
+  const Index t = 64, in = 128, out = 96;
+  const auto w = normal_vector(static_cast<std::size_t>(in * out), 41, 0.1f);
+  const auto x = normal_vector(static_cast<std::size_t>(t * in), 42, 1.0f);
+  Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), 16, 43);
+  std::vector<float> y(static_cast<std::size_t>(t * out));
+  layer.forward(MatrixRef<const float>::row_major(x.data(), t, in),
+                MatrixRef<float>::row_major(y.data(), t, out));
+  const gsq::LoraMemory m = layer.memory();
+  const double adapter_bits = 8.0 * m.adapter_master / static_cast<double>((in + out) * 16);
+  INFO("adapters " << adapter_bits << " bits per value, base " << 8.0 * m.base / (in * out));
+  REQUIRE(adapter_bits >= 2.0);
+  REQUIRE(adapter_bits <= 2.1);
+  REQUIRE(8.0 * m.base / (in * out) < 4.3);
+  REQUIRE(m.saved_activations >= static_cast<std::size_t>(t * in));  // 8-bit codes of X
 }

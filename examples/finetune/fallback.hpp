@@ -152,8 +152,13 @@ inline void pretrain(gsq::Llama2Weights& w, const std::vector<std::vector<int>>&
     gsq::AdamW adam(params);
     TrainSettings round_settings = s;
     round_settings.seed = options.seed;
-    train(model, adam, params, windows, round_settings,
-          "pretraining round " + std::to_string(round + 1) + "/" + std::to_string(rounds));
+    const gsq::CosineSchedule schedule{s.lr, s.warmup, s.steps};
+    train(model, windows, round_settings,
+          "pretraining round " + std::to_string(round + 1) + "/" + std::to_string(rounds),
+          [&](int step) {
+            gsq::clip_grad_norm(params, s.clip);
+            adam.step(schedule(step));
+          });
     // The next round's base: the 8-bit base with this round's adapters folded in, in float32.
     // Embedding and RMSNorm gains are copied unchanged.
     w = model.merged_weights();

@@ -57,8 +57,9 @@ inline std::string table_markdown(const std::vector<Row>& rows, bool recovery) {
   const double fp32 = rows[0].m.heldout_loss, w4 = rows[1].m.heldout_loss;
   std::string md = format(
       "| configuration | W-A-G-adapter bits | held-out loss | perplexity | %s "
-      "| training memory (accounted) | largest temporary | peak RSS | step time |\n"
-      "|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+      "| merged into W4: loss | training memory (accounted) | largest temporary | peak RSS "
+      "| step time | inference per window |\n"
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
       recovery ? "W4 gap recovered" : "vs fp32");
   for (const Row& r : rows) {
     const double loss = r.m.heldout_loss;
@@ -66,11 +67,13 @@ inline std::string table_markdown(const std::vector<Row>& rows, bool recovery) {
         format("| %s | %s | %.4f | %.3f | ", r.name.c_str(), r.bits.c_str(), loss, std::exp(loss));
     md += recovery ? format("%.1f %% | ", gap_recovered(loss, fp32, w4))
                    : format("%+.4f | ", loss - fp32);
+    md += r.m.merged_loss > 0 ? format("%.4f | ", r.m.merged_loss) : std::string("— | ");
     md += r.trained ? format("%.1f KiB | %.1f KiB | ", r.m.accounted_bytes / 1024.0,
                              r.m.temporary_bytes / 1024.0)
                     : std::string("— | — | ");
     md += format("%.1f MiB | ", r.m.peak_rss_kib / 1024.0);
-    md += r.trained ? format("%.1f ms |\n", r.m.step_ms) : std::string("— |\n");
+    md += r.trained ? format("%.1f ms | %.2f ms |\n", r.m.step_ms, r.m.infer_ms)
+                    : std::string("— | — |\n");
   }
   return md;
 }
@@ -78,15 +81,16 @@ inline std::string table_markdown(const std::vector<Row>& rows, bool recovery) {
 inline std::string table_csv(const std::vector<Row>& rows) {
   std::string csv =
       "configuration,bits,heldout_loss,perplexity,loss_minus_fp32,w4_gap_recovered_percent,"
-      "accounted_bytes,largest_temporary_bytes,peak_rss_kib,step_ms,tokens_per_s\n";
+      "merged_loss,accounted_bytes,largest_temporary_bytes,peak_rss_kib,step_ms,tokens_per_s,"
+      "infer_ms_per_window\n";
   const double fp32 = rows[0].m.heldout_loss, w4 = rows[1].m.heldout_loss;
   for (const Row& r : rows) {
-    csv += format("\"%s\",%s,%.6f,%.6f,%.6f,%.2f,%llu,%llu,%ld,%.3f,%.0f\n", r.name.c_str(),
-                  r.bits.c_str(), r.m.heldout_loss, std::exp(r.m.heldout_loss),
+    csv += format("\"%s\",%s,%.6f,%.6f,%.6f,%.2f,%.6f,%llu,%llu,%ld,%.3f,%.0f,%.3f\n",
+                  r.name.c_str(), r.bits.c_str(), r.m.heldout_loss, std::exp(r.m.heldout_loss),
                   r.m.heldout_loss - fp32, gap_recovered(r.m.heldout_loss, fp32, w4),
-                  static_cast<unsigned long long>(r.m.accounted_bytes),
+                  r.m.merged_loss, static_cast<unsigned long long>(r.m.accounted_bytes),
                   static_cast<unsigned long long>(r.m.temporary_bytes), r.m.peak_rss_kib,
-                  r.m.step_ms, r.m.tokens_per_s);
+                  r.m.step_ms, r.m.tokens_per_s, r.m.infer_ms);
   }
   return csv;
 }

@@ -20,6 +20,7 @@
 
 #include "gsq/llama2_run.hpp"
 #include "gsq/llama2_train.hpp"
+#include "gsq/lota.hpp"
 #include "gsq/optim.hpp"
 
 namespace finetune {
@@ -41,6 +42,8 @@ struct TrainSettings {
   int warmup = 10;
   float clip = 1.0f;  ///< gradient-norm clipping
   std::uint64_t seed = 1;
+  int lota_rank = 16;       ///< the LoTA-QAF row's rank
+  double lota_omega = 0.5;  ///< its marker threshold omega, as a fraction of its rank
 };
 
 /// What one configuration measured.  Plain data, so that a child process can send it back.
@@ -53,6 +56,10 @@ struct Measured {
   std::uint64_t accounted_bytes = 0;
   std::uint64_t temporary_bytes = 0;  ///< the largest temporary any layer reported
   long peak_rss_kib = 0;              ///< the process's peak resident set (getrusage)
+  /// Held-out loss after merging the adapters into the 4-bit base (LoraLinear::merge
+  /// requantizes W + s A B; LotaLinear::merge is exact); 0 when nothing was merged.
+  double merged_loss = 0;
+  double infer_ms = 0;  ///< wall time of one held-out window's forward, as the row infers
 };
 
 /// One line on stderr, rewritten in place: step/total, training loss (a moving average over
@@ -135,14 +142,11 @@ Measured evaluate_untrained(const gsq::Llama2Weights& w, const Dataset& data) {
 }
 
 /// Runs s.steps optimizer steps of `batch` windows each over `windows` (one seeded shuffle,
-/// cycled), each micro-batch in one forward and backward: clipped gradients of the mean loss,
-/// AdamW on a cosine schedule.  Returns each step's wall
-/// time in milliseconds.
-template <typename Model>
-std::vector<double> train(Model& model, gsq::AdamW& adam, const std::vector<gsq::Parameter>& params,
-                          const std::vector<std::vector<int>>& windows, const TrainSettings& s,
-                          const std::string& label) {
-  const gsq::CosineSchedule schedule{s.lr, s.warmup, s.steps};
+/// cycled), each micro-batch in one forward and backward (the gradients of the mean loss),
+/// then update(step).  Returns each step's wall time in milliseconds.
+template <typename Model, typename Update>
+std::vector<double> train(Model& model, const std::vector<std::vector<int>>& windows,
+                          const TrainSettings& s, const std::string& label, Update&& update) {
   std::vector<std::size_t> order(windows.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   std::mt19937_64 rng(s.seed);
@@ -158,20 +162,45 @@ std::vector<double> train(Model& model, gsq::AdamW& adam, const std::vector<gsq:
     batch.clear();
     for (int b = 0; b < s.batch; ++b) batch.push_back(windows[order[next++ % order.size()]]);
     const double loss = model.loss_batch(batch, /*backward=*/true);
-    gsq::clip_grad_norm(params, s.clip);
-    adam.step(schedule(step));
+    update(step);
     step_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
     progress.update(step + 1, loss);
   }
   return step_ms;
 }
 
-/// Trains adapters on every linear layer of a frozen Lora::WBits base, then evaluates.  Every
-/// configuration sees the same windows in the same order, the same adapter initialisation,
-/// schedule and optimizer (AdamW with float state), so only the arithmetic differs.
+/// Fills in what every trained row reports: accounted memory over the layers (and `extra`
+/// bytes of optimizer state), step times, and the held-out loss with its forward time.
+template <typename Model>
+void measure(Model& model, const Dataset& data, const TrainSettings& s, std::vector<double> step_ms,
+             std::uint64_t extra, Measured& m) {
+  for (const auto* layer : model.loras()) {
+    const gsq::LoraMemory mem = layer->memory();
+    m.accounted_bytes +=
+        mem.base + mem.adapter_master + mem.adapter_gradients + mem.saved_activations;
+    m.temporary_bytes = std::max<std::uint64_t>(m.temporary_bytes, mem.largest_temporary);
+  }
+  m.accounted_bytes += extra;
+  const double total_ms = std::accumulate(step_ms.begin(), step_ms.end(), 0.0);
+  const double tokens = static_cast<double>(s.batch) * s.steps * (data.train.front().size() - 1);
+  m.tokens_per_s = 1000.0 * tokens / total_ms;
+  std::nth_element(step_ms.begin(), step_ms.begin() + step_ms.size() / 2, step_ms.end());
+  m.step_ms = step_ms[step_ms.size() / 2];
+  const Clock::time_point start = Clock::now();
+  m.heldout_loss = heldout_loss(model, data.heldout);
+  m.infer_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count() /
+               static_cast<double>(data.heldout.size());
+}
+
+/// Trains adapters on every linear layer of a frozen Lora::WBits base, then evaluates, and
+/// evaluates again after merging the adapters into the base.  Every configuration sees the same
+/// windows in the same order, the same adapter initialisation, schedule and optimizer (AdamW
+/// with float state), so only the arithmetic differs.  With `export_path`, the fine-tuned
+/// model (adapters folded into float32 weights) is written there in llama2.c's format.
 template <typename Lora>
 Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
-                        gsq::LoraMode mode, const std::string& label) {
+                        gsq::LoraMode mode, const std::string& label,
+                        const std::string& export_path = "") {
   gsq::LoraOptions options;
   options.rank = s.rank;
   options.alpha = 16.0f;  // the library default at every rank: adapter scale 16 / rank
@@ -180,22 +209,57 @@ Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const 
   gsq::Llama2LoraModel<Lora> model(w, options);
   const std::vector<gsq::Parameter> params = model.parameters();
   gsq::AdamW adam(params);
-  std::vector<double> step_ms = train(model, adam, params, data.train, s, label);
-
+  const gsq::CosineSchedule schedule{s.lr, s.warmup, s.steps};
+  std::vector<double> step_ms = train(model, data.train, s, label, [&](int step) {
+    gsq::clip_grad_norm(params, s.clip);
+    adam.step(schedule(step));
+  });
   Measured m;
-  for (const Lora* layer : model.loras()) {
-    const gsq::LoraMemory mem = layer->memory();
-    m.accounted_bytes +=
-        mem.base + mem.adapter_master + mem.adapter_gradients + mem.saved_activations;
-    m.temporary_bytes = std::max<std::uint64_t>(m.temporary_bytes, mem.largest_temporary);
+  measure(model, data, s, std::move(step_ms), adam.state_bytes(), m);
+  if (!export_path.empty()) {
+    const std::vector<unsigned char> image = model.merged_weights().serialize();
+    std::FILE* f = std::fopen(export_path.c_str(), "wb");
+    const bool ok = f != nullptr && std::fwrite(image.data(), 1, image.size(), f) == image.size();
+    if (f != nullptr && std::fclose(f) != 0)
+      throw std::runtime_error("cannot write " + export_path);
+    if (!ok) throw std::runtime_error("cannot write " + export_path);
   }
-  m.accounted_bytes += adam.state_bytes();
-  const double total_ms = std::accumulate(step_ms.begin(), step_ms.end(), 0.0);
-  const double tokens = static_cast<double>(s.batch) * s.steps * (data.train.front().size() - 1);
-  m.tokens_per_s = 1000.0 * tokens / total_ms;
-  std::nth_element(step_ms.begin(), step_ms.begin() + step_ms.size() / 2, step_ms.end());
-  m.step_ms = step_ms[step_ms.size() / 2];
-  m.heldout_loss = heldout_loss(model, data.heldout);
+  for (Lora* layer : model.loras()) layer->merge();
+  m.merged_loss = heldout_loss(model, data.heldout);
+  return m;
+}
+
+inline std::string format_loss_mismatch(double before, double after) {
+  char text[160];
+  std::snprintf(text, sizeof text, "LoTA merge changed the held-out loss: %.17g -> %.17g", before,
+                after);
+  return text;
+}
+
+/// LoTA-QAF: ternary adapters of rank s.lota_rank (omega = s.lota_omega * rank) on the 4-bit
+/// grid, t-SignSGD on its default q schedule over s.steps, integer gradients; evaluated after
+/// the exact merge, so the held-out loss and the inference time are those of the merged model.
+inline Measured train_lota(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
+                           const std::string& label) {
+  using Lota = gsq::LotaLinear<4, 8, 8, 32>;
+  gsq::LoraOptions options;
+  options.rank = s.lota_rank;
+  options.seed = s.seed;
+  gsq::Llama2LoraModel<Lota> model(w, options);
+  for (Lota* layer : model.loras()) layer->set_omega(s.lota_omega * s.lota_rank);
+  gsq::TSignSchedule schedule;
+  schedule.total_steps = s.steps;
+  std::vector<double> step_ms = train(model, data.train, s, label, [&](int step) {
+    for (Lota* layer : model.loras()) layer->step(schedule(step));
+  });
+  const double unmerged = heldout_loss(model, data.heldout);
+  for (Lota* layer : model.loras()) layer->merge();
+  Measured m;
+  measure(model, data, s, std::move(step_ms), 0, m);
+  // The merge is exact: every logit, so the loss, is bit-identical before and after.
+  if (m.heldout_loss != unmerged)
+    throw std::runtime_error(format_loss_mismatch(unmerged, m.heldout_loss));
+  m.merged_loss = m.heldout_loss;
   return m;
 }
 

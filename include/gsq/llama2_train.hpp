@@ -101,8 +101,8 @@ class Llama2LoraModel {
     for (int l = 0; l < c_.n_layers; ++l) {
       const Layer& L = layers_[static_cast<std::size_t>(l)];
       const std::pair<const Lora*, MatrixRef<const float>> linears[] = {
-          {L.q.get(), out.wq(l)},   {L.k.get(), out.wk(l)},   {L.v.get(), out.wv(l)},
-          {L.o.get(), out.wo(l)},   {L.w1.get(), out.w1(l)}, {L.w2.get(), out.w2(l)},
+          {L.q.get(), out.wq(l)}, {L.k.get(), out.wk(l)},  {L.v.get(), out.wv(l)},
+          {L.o.get(), out.wo(l)}, {L.w1.get(), out.w1(l)}, {L.w2.get(), out.w2(l)},
           {L.w3.get(), out.w3(l)}};
       for (const auto& [lora, m] : linears) {
         // m is out x in in llama2.c's layout; the layer's effective weight is in x out.
@@ -140,8 +140,8 @@ class Llama2LoraModel {
     len_ = len;
     const Index t_len = static_cast<Index>(n) * len;  // rows of every activation
     auto token = [&](Index row, Index ahead) {
-      return (*seqs[static_cast<std::size_t>(row / len)])[static_cast<std::size_t>(row % len +
-                                                                                   ahead)];
+      return (
+          *seqs[static_cast<std::size_t>(row / len)])[static_cast<std::size_t>(row % len + ahead)];
     };
     const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim, vocab = c_.vocab_size;
     // Forward, keeping what backward needs.
@@ -386,7 +386,7 @@ class Llama2LoraModel {
   Llama2Config c_;
   std::vector<Layer> layers_;
   std::vector<std::vector<float>> x_;  // the residual stream entering each layer, and the last
-  Index len_ = 1;  // the window length of the current micro-batch
+  Index len_ = 1;                      // the window length of the current micro-batch
 };
 
 }  // namespace gsq
