@@ -189,7 +189,7 @@ cmd_test() {
   mkdir -p "${LOG_DIR}"
 
   local start=${SECONDS}
-  local results=() seconds=() failed=0 config
+  local results=() seconds=() notes=() failed=0 config
   for config in "${configs[@]}"; do
     local t0=${SECONDS}
     if run_config "${config}"; then
@@ -199,6 +199,8 @@ cmd_test() {
       failed=1
     fi
     seconds+=($((SECONDS - t0)))
+    # Now, before a later configuration that shares the build (isa-caps) rewrites its ctest log.
+    notes+=("$(notes_of "${config}")")
     log "[${config}] ${results[-1]} in ${seconds[-1]} s"
   done
 
@@ -211,11 +213,10 @@ cmd_test() {
     config="${configs[${i}]}"
     printf '%-9s %-7s %7d  %s\n' "${config}" "${results[${i}]}" "${seconds[${i}]}" \
       "${ABOUT[${config}]}"
-    local compiler notes
+    local compiler
     compiler="$(compiler_of "${BUILD_OF[${config}]}")"
-    notes="$(notes_of "${config}")"
     if [[ -n "${compiler}" ]]; then printf '%26s%s\n' '' "compiler: ${compiler}"; fi
-    if [[ -n "${notes}" ]]; then printf '%26s%s\n' '' "${notes}"; fi
+    if [[ -n "${notes[${i}]}" ]]; then printf '%26s%s\n' '' "${notes[${i}]}"; fi
   done
   if [[ ${failed} -ne 0 ]]; then
     printf '\nrun.sh: error: a configuration failed; see its log above or in build/ci-logs/\n' >&2

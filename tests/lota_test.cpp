@@ -95,6 +95,23 @@ TEST_CASE("LoTA: the quantile threshold matches a sort-based reference", "[lota]
   REQUIRE(std::abs(s(100) - 0.9999) < 1e-12);
 }
 
+TEST_CASE("LoTA: TSignSgd steps every tensor at the scheduled quantile", "[lota]") {
+  gsq::TernaryMatrix a(10, 10), b(4, 5);
+  std::vector<std::int64_t> ga(100), gb(20);
+  for (std::size_t k = 0; k < ga.size(); ++k) ga[k] = static_cast<std::int64_t>(k) - 40;
+  for (std::size_t k = 0; k < gb.size(); ++k) gb[k] = k % 2 ? 1000 : -3;
+  gsq::TSignSchedule schedule{0.9, 0.95, 0.99, 0.8, 10};
+  gsq::TSignSgd<std::int64_t> opt({{&a, ga.data()}, {&b, gb.data()}}, schedule);
+  // Step 0, q = 0.9: for A, |g| at rank floor(0.9 * 99) = 89 of the sorted magnitudes is 49, so
+  // only the ten entries with g >= 50 move (down, to -1).  For B, the threshold is 1000: none.
+  REQUIRE(opt.step() == 10);
+  for (Index k = 0; k < 100; ++k) REQUIRE(a.get(k / 10, k % 10) == (k - 40 >= 50 ? -1 : 0));
+  REQUIRE(b.to_int8() == std::vector<std::int8_t>(20, 0));
+  REQUIRE(opt.steps() == 1);
+  // Again: the same entries are already at -1 and stay there.
+  REQUIRE(opt.step() == 0);
+}
+
 TEST_CASE("LoTA: t-SignSGD fine-tuning lowers the loss", "[lota]") {
   // Regression onto a layer whose base moved: the target is W4 plus a ternary shift of the
   // codes, which LoTA can represent exactly.
@@ -162,6 +179,11 @@ TEST_CASE("LoTA: ternary storage is 2 bits per value and round-trips", "[lota]")
   }
   gsq::TernaryMatrix m(2, 2);
   REQUIRE_THROWS_WITH(m.set(0, 1, 2), Catch::Contains("value 2 is not in {-1, 0, 1}"));
+  const std::vector<float> w(64 * 8, 0.5f);
+  const auto wr = MatrixRef<const float>::row_major(w.data(), 64, 8);
+  REQUIRE(Lota(wr, 8).omega() == 6);  // 0.75 r
+  REQUIRE_THROWS_WITH(Lota(wr, 8, 0, 9.0), Catch::Contains("omega 9 is outside [0, rank 8]"));
+  REQUIRE_THROWS_WITH(Lota(wr, 8, 0, std::nan("")), Catch::Contains("omega nan is outside"));
 }
 
 TEST_CASE("LoTA: markers from bit-plane popcounts match the integer definition", "[lota]") {

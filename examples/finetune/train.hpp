@@ -247,11 +247,15 @@ inline Measured train_lota(const gsq::Llama2Weights& w, const Dataset& data, con
   options.seed = s.seed;
   gsq::Llama2LoraModel<Lota> model(w, options);
   for (Lota* layer : model.loras()) layer->set_omega(s.lota_omega * s.lota_rank);
-  gsq::TSignSchedule schedule;
+  std::vector<gsq::TernaryParameter<std::int64_t>> params;
+  for (Lota* layer : model.loras()) {
+    for (const auto& p : layer->parameters()) params.push_back(p);
+  }
+  gsq::TSignSchedule schedule;  // the paper's q: 0.95 -> 0.999 over 80 % of the steps -> 0.9999
   schedule.total_steps = s.steps;
-  std::vector<double> step_ms = train(model, data.train, s, label, [&](int step) {
-    for (Lota* layer : model.loras()) layer->step(schedule(step));
-  });
+  gsq::TSignSgd<std::int64_t> optimizer(params, schedule);
+  std::vector<double> step_ms =
+      train(model, data.train, s, label, [&](int) { optimizer.step(); });
   const double unmerged = heldout_loss(model, data.heldout);
   for (Lota* layer : model.loras()) layer->merge();
   Measured m;

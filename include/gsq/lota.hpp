@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gsq/convert.hpp"
@@ -200,6 +201,42 @@ std::size_t tsign_step(TernaryMatrix& p, const T* g, double q, std::vector<T>& s
   return changed;
 }
 
+/// A ternary tensor and its gradient (row-major over the tensor), for TSignSgd.
+template <typename T>
+struct TernaryParameter {
+  TernaryMatrix* value;
+  const T* grad;
+};
+
+/// t-SignSGD as an optimizer: each step() moves every tensor by tsign_step at its own
+/// q-quantile, q = schedule(steps taken so far).  No learning rate, momentum or weight decay,
+/// hence no state beyond the step count.  T: the gradients' type (int64 for LotaLinear).
+template <typename T = std::int64_t>
+class TSignSgd {
+ public:
+  TSignSgd(std::vector<TernaryParameter<T>> params, const TSignSchedule& schedule)
+      : params_(std::move(params)), schedule_(schedule) {
+    for (const TernaryParameter<T>& p : params_)
+      GSQ_CHECK(p.value != nullptr && (p.grad != nullptr || p.value->rows() * p.value->cols() == 0),
+                "TSignSgd: a parameter without its tensor or gradient");
+  }
+  /// One step over every tensor; returns how many entries changed.
+  std::size_t step() {
+    const double q = schedule_(steps_++);
+    std::size_t changed = 0;
+    for (const TernaryParameter<T>& p : params_) changed += tsign_step(*p.value, p.grad, q, scratch_);
+    return changed;
+  }
+  std::int64_t steps() const noexcept { return steps_; }
+  const TSignSchedule& schedule() const noexcept { return schedule_; }
+
+ private:
+  std::vector<TernaryParameter<T>> params_;
+  TSignSchedule schedule_;
+  std::int64_t steps_ = 0;
+  std::vector<T> scratch_;
+};
+
 /// A ternary adapter layer on a frozen GSE-INT<WBits> base, with the interface of LoraLinear
 /// (forward, backward, memory, effective_weight), so Llama2LoraModel can hold it.
 template <int WBits = 4, int ABits = 8, int GBits = 8, int G = 32>
@@ -208,14 +245,14 @@ class LotaLinear {
   using Format = GseFormat<WBits, G>;
 
   /// W: in x out float, frozen and quantized along in.  A from a seeded (options.seed)
-  /// Kaiming-normal draw ternarised at 0.75 mean|A|; B = 0.  Rank: options.rank.  omega
-  /// defaults to 0.75 r.  options.gradient_rounding rounds dY; alpha and mode are not used.
+  /// Kaiming-normal draw ternarised at 0.75 mean|A|; B = 0.  Rank: options.rank.  omega in
+  /// [0, r]; a negative omega means the default, 0.75 r.  options.gradient_rounding rounds dY; alpha and mode are not used.
   LotaLinear(MatrixRef<const float> w, const LoraOptions& options, double omega = -1)
       : in_(w.rows), out_(w.cols), rank_(options.rank), options_(options) {
     GSQ_CHECK(rank_ >= 1 && w.rows >= 1 && w.cols >= 1, "LotaLinear: rank ", rank_, " and weight ",
               w.rows, "x", w.cols);
     base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
-    omega_ = static_cast<int>(std::floor(omega >= 0 ? omega : 0.75 * rank_));
+    set_omega(omega < 0 ? 0.75 * rank_ : omega);  // NaN or omega > rank: an error
     a_ = TernaryMatrix(in_, rank_);
     b_ = TernaryMatrix(out_, rank_);
     std::mt19937_64 rng(options.seed);
@@ -251,7 +288,7 @@ class LotaLinear {
   const std::vector<std::int64_t>& grad_a() const noexcept { return grad_a_; }
   const std::vector<std::int64_t>& grad_b() const noexcept { return grad_b_; }
   int gradient_exponent() const noexcept { return gradient_exponent_; }
-  /// The marker threshold: |dW| must exceed floor(omega).
+  /// The marker threshold: |dW| must exceed floor(omega), omega in [0, r].
   int omega() const noexcept { return omega_; }
   void set_omega(double omega) {
     GSQ_CHECK(omega >= 0 && omega <= rank_, "LotaLinear: omega ", omega, " is outside [0, rank ",
@@ -340,6 +377,11 @@ class LotaLinear {
   void zero_grad() {
     std::fill(grad_a_.begin(), grad_a_.end(), 0);
     std::fill(grad_b_.begin(), grad_b_.end(), 0);
+  }
+
+  /// A and B with their gradients, for TSignSgd.
+  std::vector<TernaryParameter<std::int64_t>> parameters() {
+    return {{&a_, grad_a_.data()}, {&b_, grad_b_.data()}};
   }
 
   /// One t-SignSGD step on A and B with quantile q; returns the entries changed.
