@@ -33,6 +33,16 @@ std::vector<int> sequence(int n, unsigned seed, int vocab) {
   return s;
 }
 
+/// Nonzero B (N(0, 0.3^2) from `seed`) in every adapter, so that every adapter gets a gradient.
+template <typename Model>
+void randomise_b(Model& model, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (auto* l : model.loras()) {
+    for (float& v : l->b()) v = normal(rng);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("llama2 LoRA model: float-mode gradients match central finite differences",
@@ -44,11 +54,7 @@ TEST_CASE("llama2 LoRA model: float-mode gradients match central finite differen
   opt.mode = gsq::LoraMode::kFloat;
   using Model = gsq::Llama2LoraModel<gsq::LoraLinear<8, 8, 8, 8, 32>>;
   Model model(w, opt);
-  std::mt19937 rng(5);
-  std::normal_distribution<float> normal(0.0f, 0.3f);
-  for (auto* l : model.loras()) {
-    for (float& v : l->b()) v = normal(rng);  // nonzero B: every adapter gets a gradient
-  }
+  randomise_b(model, 5);
   const auto tokens = sequence(13, 7, tiny().vocab_size);
   model.zero_grad();
   const double loss = model.loss(tokens, true);
@@ -115,15 +121,6 @@ double runner_loss(const gsq::Llama2Weights& w, const std::vector<int>& tokens) 
     total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
   }
   return total / static_cast<double>(tokens.size() - 1);
-}
-
-template <typename Model>
-void randomise_b(Model& model, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.3f);
-  for (auto* l : model.loras()) {
-    for (float& v : l->b()) v = normal(rng);
-  }
 }
 
 }  // namespace

@@ -16,13 +16,7 @@ using gsq::Index;
 using gsq::LoraMode;
 using gsq::MatrixRef;
 
-std::vector<float> normal_vector(std::size_t n, std::uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = normal(rng);
-  return v;
-}
+using gsq::test::normal_vector;
 
 struct Problem {
   Index t, in, out;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -17,13 +18,7 @@ using gsq::Index;
 using gsq::MatrixRef;
 using Lota = gsq::LotaLinear<4, 8, 8, 32>;
 
-std::vector<float> normal_vector(std::size_t n, unsigned seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using gsq::test::normal_vector;
 
 void random_ternary(gsq::TernaryMatrix& m, unsigned seed) {
   std::mt19937 rng(seed);
@@ -120,7 +115,7 @@ TEST_CASE("LoTA: t-SignSGD fine-tuning lowers the loss", "[lota]") {
   Lota teacher(MatrixRef<const float>::row_major(w.data(), in, out), 8, 12, 2.0);
   random_ternary(teacher.b(), 13);
   Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), 8, 12, 2.0);
-  const gsq::TSignSchedule schedule{0.9, 0.99, 0.999, 0.8, 150};
+  gsq::TSignSgd<std::int64_t> optimizer(layer.parameters(), {0.9, 0.99, 0.999, 0.8, 150});
   auto batch_loss = [&](int step, bool train) {
     const auto x =
         normal_vector(static_cast<std::size_t>(t * in), 100u + static_cast<unsigned>(step), 1.0f);
@@ -137,7 +132,7 @@ TEST_CASE("LoTA: t-SignSGD fine-tuning lowers the loss", "[lota]") {
     if (train) {
       layer.backward(MatrixRef<const float>::row_major(dy.data(), t, out), MatrixRef<float>{},
                      static_cast<std::uint64_t>(step));
-      layer.step(schedule(step));
+      optimizer.step();  // q = schedule(step): one step per training call
     }
     return loss;
   };
@@ -264,6 +259,43 @@ TEST_CASE("LoTA: the integer gradients equal the exact straight-through gradient
   };
   compare(layer.grad_a(), ga);
   compare(layer.grad_b(), gb);
+}
+
+TEST_CASE("LoTA: dX is the same before and after the merge, and close to the exact product",
+          "[lota]") {
+  const Index t = 40, in = 72, out = 56;
+  const auto w = normal_vector(static_cast<std::size_t>(in * out), 51, 0.1f);
+  const auto x = normal_vector(static_cast<std::size_t>(t * in), 52, 1.0f);
+  const auto dy = normal_vector(static_cast<std::size_t>(t * out), 53, 1e-2f);
+  Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), 8, 54, 2.0);
+  random_ternary(layer.b(), 55);
+  REQUIRE(layer.markers() != std::vector<std::int8_t>(static_cast<std::size_t>(in * out), 0));
+  const auto xr = MatrixRef<const float>::row_major(x.data(), t, in);
+  const auto dyr = MatrixRef<const float>::row_major(dy.data(), t, out);
+  std::vector<float> y(static_cast<std::size_t>(t * out)), before(static_cast<std::size_t>(t * in)),
+      after(before.size());
+  layer.forward(xr, MatrixRef<float>::row_major(y.data(), t, out));
+  layer.backward(dyr, MatrixRef<float>::row_major(before.data(), t, in), 7);
+  const std::vector<float> weff = layer.effective_weight();  // in x out
+  layer.merge();  // now dX streams W^T from the packed merged base
+  layer.forward(xr, MatrixRef<float>::row_major(y.data(), t, out));
+  layer.backward(dyr, MatrixRef<float>::row_major(after.data(), t, in), 7);
+  REQUIRE(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)) == 0);
+  // Against dY W_eff^T in double: only dY's 8-bit rounding (and W_eff's lossless regroup) apart.
+  double err = 0, norm = 0;
+  for (Index s = 0; s < t; ++s) {
+    for (Index i = 0; i < in; ++i) {
+      double want = 0;
+      for (Index o = 0; o < out; ++o)
+        want += double{dy[static_cast<std::size_t>(s * out + o)]} *
+                weff[static_cast<std::size_t>(i * out + o)];
+      const double d = before[static_cast<std::size_t>(s * in + i)] - want;
+      err += d * d;
+      norm += want * want;
+    }
+  }
+  INFO("relative error " << std::sqrt(err / norm));
+  REQUIRE(std::sqrt(err / norm) < 0.03);
 }
 
 TEST_CASE("LoTA: the layer's memory is its packed base, 2-bit adapters and codes", "[lota]") {

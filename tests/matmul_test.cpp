@@ -310,6 +310,7 @@ TEST_CASE("matmul from bit-packed storage and from a weight regrouped on the fly
   };
   run(std::integral_constant<int, 4>{}, 13, 70, 45, -4, 4);
   run(std::integral_constant<int, 4>{}, 7, 96, 64, -4, 4);
+  run(std::integral_constant<int, 4>{}, 11, 45, 33, -4, 4);  // odd 4-bit lines: nibble starts
   run(std::integral_constant<int, 8>{}, 9, 33, 100, -4, 4);
   run(std::integral_constant<int, 5>{}, 9, 65, 31, -4, 4);
   run(std::integral_constant<int, 4>{}, 9, 64, 70, -60, 10);  // clamped groups, lossy regroup

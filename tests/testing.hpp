@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <random>
 #include <stdexcept>
@@ -10,6 +11,15 @@
 #include <vector>
 
 namespace gsq::test {
+
+/// n draws of N(0, sigma^2) from a seeded std::mt19937.
+inline std::vector<float> normal_vector(std::size_t n, std::uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
 
 /// The message of the std::invalid_argument that `fn` throws, or "(no exception)".
 inline std::string error_message(const std::function<void()>& fn) {

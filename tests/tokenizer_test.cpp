@@ -84,6 +84,28 @@ TEST_CASE("tokenizer: truncated and hostile images are rejected with a reason", 
                    "vocab_size 2"));
 }
 
+TEST_CASE("tokenizer: a byte without its fallback token is an error, not a read past the end",
+          "[tokenizer]") {
+  // <unk>, <s>, </s> and "a": no <0xNN> tokens at all.
+  std::vector<unsigned char> img(4);
+  const std::int32_t max_len = 5;
+  std::memcpy(img.data(), &max_len, 4);
+  for (const std::string piece : {"<unk>", "<s>", "</s>", "a"}) {
+    const float score = 0.0f;
+    const auto len = static_cast<std::int32_t>(piece.size());
+    const auto* s = reinterpret_cast<const unsigned char*>(&score);
+    const auto* l = reinterpret_cast<const unsigned char*>(&len);
+    img.insert(img.end(), s, s + 4);
+    img.insert(img.end(), l, l + 4);
+    img.insert(img.end(), piece.begin(), piece.end());
+  }
+  const auto t = gsq::Tokenizer::parse(img.data(), img.size(), 4);
+  REQUIRE(t.encode("a", false) == std::vector<int>{3});
+  REQUIRE(gsq::test::contains(gsq::test::error_message([&] { (void)t.encode("z", false); }),
+                              "byte 122 needs its fallback token at id 125, but the vocabulary "
+                              "has 4 tokens"));
+}
+
 TEST_CASE("stories260K: greedy fp32 decoding reproduces llama2.c", "[tokenizer][model]") {
   const std::string model = gsq::test::model_path("stories260K.bin");
   const std::string tok = gsq::test::model_path("tok512.bin");

@@ -108,8 +108,11 @@ class Llama2Weights {
     const std::int32_t header[7] = {config.dim,     config.hidden_dim, config.n_layers,
                                     config.n_heads, config.n_kv_heads, config.vocab_size,
                                     config.seq_len};
+    // The bounds parse() puts on each header field, checked before the size is computed.
+    for (const std::int32_t v : header)
+      GSQ_CHECK(v >= 1 && v <= (1 << 20), "llama2: random model: a config field is ", v,
+                ", outside [1, 2^20]");
     Llama2Weights w;
-    w.config_ = config;
     // The layout comes from parse(): build a zero image of the right size first.
     std::vector<unsigned char> img(28);
     std::memcpy(img.data(), header, 28);

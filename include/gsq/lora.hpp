@@ -241,7 +241,8 @@ class LoraLinear {
   /// s A B (0 when the adapter is zero).
   double merge() {
     const std::vector<float> delta = adapter_delta();
-    std::vector<float> w = effective_weight();
+    std::vector<float> w = base_float();
+    for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];  // effective_weight()
     base_ = PackedGseTensor<WBits, G>::pack(
         quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_), Axis::kRows)
             .view());

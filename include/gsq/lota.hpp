@@ -252,6 +252,7 @@ class LotaLinear {
     GSQ_CHECK(rank_ >= 1 && w.rows >= 1 && w.cols >= 1, "LotaLinear: rank ", rank_, " and weight ",
               w.rows, "x", w.cols);
     base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
+    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     set_omega(omega < 0 ? 0.75 * rank_ : omega);  // NaN or omega > rank: an error
     a_ = TernaryMatrix(in_, rank_);
     b_ = TernaryMatrix(out_, rank_);
@@ -359,10 +360,8 @@ class LotaLinear {
                 dx.cols, ", expected ", t, "x", in_);
       const auto dyq = quantize<GBits, G>(dy, Axis::kCols, q);
       if (b_.all_zero()) {
-        matmul(dyq.view(),
-               TransposedRegroupedRhs<WBits, G>(base_,
-                                                TransposedRegroupedRhs<WBits, G>::offset_of(base_)),
-               dx, 1.0f, 0.0f, options_.matmul);
+        matmul(dyq.view(), TransposedRegroupedRhs<WBits, G>(base_, base_t_offset_), dx, 1.0f,
+               0.0f, options_.matmul);
       } else {
         const auto wt = regroup<8>(effective().view(), Axis::kCols);
         note_temporary(wt.bytes());
@@ -384,21 +383,16 @@ class LotaLinear {
     return {{&a_, grad_a_.data()}, {&b_, grad_b_.data()}};
   }
 
-  /// One t-SignSGD step on A and B with quantile q; returns the entries changed.
-  std::size_t step(double q) {
-    return tsign_step(a_, grad_a_.data(), q, scratch_) +
-           tsign_step(b_, grad_b_.data(), q, scratch_);
-  }
-
   /// Writes c + M into the base codes and zeroes B (so M becomes 0): the merged layer computes
   /// bit-identical outputs to the unmerged one, at the base's cost.
   void merge() {
     base_ = PackedGseTensor<WBits, G>::pack(effective().view());
+    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     b_.clear();
   }
 
   /// Bytes held, by role: the packed base, the 2-bit adapters, their int64 gradients, the saved
-  /// activations, and the largest temporary (the effective codes, or the gradient matrix G).
+  /// activations, and the largest temporary (the effective codes, or their regrouped copy).
   LoraMemory memory() const noexcept {
     LoraMemory m;
     m.base = base_.bytes();
@@ -497,11 +491,16 @@ class LotaLinear {
     const int unit = max_quantum(xt) + max_quantum(dyt) + qw_max - frac;
     gradient_exponent_ = unit;
 
-    std::vector<std::int64_t> gm(static_cast<std::size_t>(in_ * out_));
-    note_temporary(gm.size() * sizeof(std::int64_t));
+    // Each G[i][o] goes straight into dA (row i) and dB (row o): exact integer sums, so the
+    // order does not matter and G is never stored.
+    const std::vector<std::int8_t> at = a_.to_int8(), bt = b_.to_int8();
+    std::fill(grad_a_.begin(), grad_a_.end(), 0);
+    std::fill(grad_b_.begin(), grad_b_.end(), 0);
     for (Index o = 0; o < out_; ++o) {
       const std::int8_t* dc = dyt.line_codes(o);
       const std::uint8_t* de = dyt.line_exponents(o);
+      std::int64_t* gb = grad_b_.data() + o * rank_;
+      const std::int8_t* bo = bt.data() + o * rank_;
       for (Index i = 0; i < in_; ++i) {
         const std::int8_t* xc = xt.line_codes(i);
         const std::uint8_t* xe = xt.line_exponents(i);
@@ -516,26 +515,17 @@ class LotaLinear {
           if (shift >= 0) {
             acc += std::int64_t{dot} * (std::int64_t{1} << shift);
           } else if (shift > -40) {  // |dot| < 2^20: 40 bits below the unit round to zero
+            // Arithmetic right shift of a signed value: rounds half up (defined in C++20,
+            // and what every supported compiler does before).
             acc += (std::int64_t{dot} + (std::int64_t{1} << (-shift - 1))) >> -shift;
           }
         }
-        gm[static_cast<std::size_t>(i * out_ + o)] = acc;
-      }
-    }
-    const std::vector<std::int8_t> at = a_.to_int8(), bt = b_.to_int8();
-    std::fill(grad_a_.begin(), grad_a_.end(), 0);
-    std::fill(grad_b_.begin(), grad_b_.end(), 0);
-    for (Index i = 0; i < in_; ++i) {
-      std::int64_t* ga = grad_a_.data() + i * rank_;
-      const std::int8_t* ai = at.data() + i * rank_;
-      for (Index o = 0; o < out_; ++o) {
-        const std::int64_t g = gm[static_cast<std::size_t>(i * out_ + o)];
-        if (g == 0) continue;
-        std::int64_t* gb = grad_b_.data() + o * rank_;
-        const std::int8_t* bo = bt.data() + o * rank_;
+        if (acc == 0) continue;
+        std::int64_t* ga = grad_a_.data() + i * rank_;
+        const std::int8_t* ai = at.data() + i * rank_;
         for (Index k = 0; k < rank_; ++k) {
-          ga[k] += g * bo[k];
-          gb[k] += g * ai[k];
+          ga[k] += acc * bo[k];
+          gb[k] += acc * ai[k];
         }
       }
     }
@@ -548,9 +538,10 @@ class LotaLinear {
   LoraOptions options_;
   int omega_ = 0;  // floor(omega): dW is an integer
   PackedGseTensor<WBits, G> base_;
+  int base_t_offset_ = 0;  // offset of the base regrouped along out (TransposedRegroupedRhs)
   GseTensor<ABits, G> xq_;
   TernaryMatrix a_, b_;
-  std::vector<std::int64_t> grad_a_, grad_b_, scratch_;
+  std::vector<std::int64_t> grad_a_, grad_b_;
   int gradient_exponent_ = 0;
   std::int64_t calls_ = 0;
   std::size_t temporary_ = 0;

@@ -1,7 +1,6 @@
 // tokenizer.hpp: the BPE tokenizer of llama2.c (tokenizer.bin / tok512.bin), hardened.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -36,7 +35,6 @@ class Tokenizer {
     std::memcpy(&max_len, bytes, 4);
     GSQ_CHECK(max_len >= 1 && max_len <= 1024, "tokenizer: max_token_length ", max_len,
               " is outside [1, 1024]");
-    t.max_token_length_ = max_len;
     std::size_t at = 4;
     t.pieces_.reserve(static_cast<std::size_t>(vocab_size));
     t.scores_.reserve(static_cast<std::size_t>(vocab_size));
@@ -106,8 +104,13 @@ class Tokenizer {
       if (it != index_.end()) {
         tokens.push_back(it->second);
       } else {
-        for (std::size_t k = 0; k < n; ++k)
-          tokens.push_back(static_cast<unsigned char>(text[i + k]) + 3);
+        for (std::size_t k = 0; k < n; ++k) {
+          const int byte = static_cast<unsigned char>(text[i + k]);
+          GSQ_CHECK(byte + 3 < vocab_size(), "tokenizer: byte ", byte,
+                    " needs its fallback token at id ", byte + 3, ", but the vocabulary has ",
+                    vocab_size(), " tokens");
+          tokens.push_back(byte + 3);
+        }
       }
       i += n;
     }
@@ -166,7 +169,6 @@ class Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, int> index_;
-  int max_token_length_ = 0;
 };
 
 }  // namespace gsq
