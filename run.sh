@@ -16,8 +16,9 @@
 #   aarch64   cross-built for ARMv8.2-A+dotprod, run under qemu-aarch64 -cpu max
 #   fuzz      libFuzzer targets in tests/fuzz (Clang, ASan + UBSan), each fuzzed for
 #             GSQ_FUZZ_SECONDS (default 20; a CMake cache variable of the fuzz preset)
-# Every suite also runs isa.report (which kernels ran, checked against the CPU's features) and
-# noexcept.abort (a -fno-exceptions program aborts with a "gsq:" message on a bad call).
+# Every suite but fuzz also runs isa.report (which kernels ran, checked against the CPU's
+# features) and noexcept.abort (a -fno-exceptions program aborts with a "gsq:" message on a bad
+# call).
 set -euo pipefail
 
 # The program `./run.sh demo` runs, relative to the release build directory.

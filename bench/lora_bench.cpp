@@ -13,10 +13,11 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdio>
-#include <random>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "gsq/lora.hpp"
 #include "gsq/optim.hpp"
 
@@ -29,13 +30,7 @@ namespace {
 constexpr gsq::Index kIn = 4096, kOut = 4096, kTokens = 512;
 constexpr int kRank = 64;
 
-std::vector<float> normal(std::size_t n, unsigned seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using bench::normal;
 
 using Layer = gsq::LoraLinear<4, 8, 8, 8, 32>;
 
@@ -131,8 +126,9 @@ const std::vector<float>& weight() {
   return w;
 }
 
-double g_gse_seconds = 0, g_float_seconds = 0;
 std::size_t g_gse_bytes = 0;
+gsq::LoraMemory g_gse_memory;     // the layer's breakdown after the timed steps
+std::size_t g_gse_opt_bytes = 0;  // the optimizer's state
 
 void BM_lora_step_gse(benchmark::State& state) {
   GseStep step(weight());
@@ -141,6 +137,8 @@ void BM_lora_step_gse(benchmark::State& state) {
   state.counters["s/step"] = benchmark::Counter(
       1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   g_gse_bytes = step.bytes();
+  g_gse_memory = step.layer.memory();
+  g_gse_opt_bytes = step.opt.state_bytes();
   state.counters["MiB"] = static_cast<double>(g_gse_bytes) / (1 << 20);
 }
 BENCHMARK(BM_lora_step_gse)
@@ -163,34 +161,22 @@ BENCHMARK(BM_lora_step_float)
     ->MinTime(2.0);
 #endif
 
-/// Records the real time per iteration of each run, for the ratio lines.
-class Recorder : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      const double per_iter =
-          r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit);
-      if (r.benchmark_name().find("gse") != std::string::npos) g_gse_seconds = per_iter;
-      if (r.benchmark_name().find("float") != std::string::npos) g_float_seconds = per_iter;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  Recorder reporter;
+  bench::TimeRecorder reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
+  const double gse_seconds = reporter.seconds("lora_step/gse_w4a8g8");
+  const double float_seconds = reporter.seconds("lora_step/float_eigen");
   std::printf("\nLoRA step, %ld -> %ld, rank %d, %ld tokens, 1 thread, matmul ISA %s\n",
               static_cast<long>(kIn), static_cast<long>(kOut), kRank, static_cast<long>(kTokens),
               gsq::to_string(gsq::matmul_isa()));
-  if (g_gse_seconds > 0 && g_float_seconds > 0) {
+  if (gse_seconds > 0 && float_seconds > 0) {
     std::printf("time: GSE %.1f ms, float (Eigen) %.1f ms: GSE is %.2fx faster\n",
-                1e3 * g_gse_seconds, 1e3 * g_float_seconds, g_float_seconds / g_gse_seconds);
+                1e3 * gse_seconds, 1e3 * float_seconds, float_seconds / gse_seconds);
   }
   if (g_gse_bytes > 0) {
     const double bf16 = static_cast<double>(bf16_lora_bytes());
@@ -198,9 +184,7 @@ int main(int argc, char** argv) {
                 static_cast<double>(g_gse_bytes) / (1 << 20), bf16 / (1 << 20),
                 static_cast<double>(g_gse_bytes) / bf16);
     const double saved_float = static_cast<double>((kTokens * kIn + kTokens * kRank) * 4);
-    GseStep probe(weight());
-    probe.run();
-    const auto m = probe.layer.memory();
+    const gsq::LoraMemory& m = g_gse_memory;
     std::printf("saved activations: GSE %.2f MiB = %.3fx float, %.3fx bf16\n",
                 static_cast<double>(m.saved_activations) / (1 << 20),
                 static_cast<double>(m.saved_activations) / saved_float,
@@ -210,7 +194,7 @@ int main(int argc, char** argv) {
         "temporary %.2f MiB\n",
         static_cast<double>(m.base) / (1 << 20), static_cast<double>(m.adapter_master) / (1 << 20),
         static_cast<double>(m.adapter_gradients) / (1 << 20),
-        static_cast<double>(probe.opt.state_bytes()) / (1 << 20),
+        static_cast<double>(g_gse_opt_bytes) / (1 << 20),
         static_cast<double>(m.largest_temporary) / (1 << 20));
   }
   return 0;

@@ -7,11 +7,11 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
-#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "gsq/lora.hpp"
 #include "gsq/lota.hpp"
 
@@ -20,13 +20,7 @@ namespace {
 constexpr gsq::Index kIn = 4096, kOut = 4096, kTokens = 128;
 constexpr int kRank = 16;
 
-std::vector<float> normal(std::size_t n, unsigned seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using bench::normal;
 
 const std::vector<float>& weight() {
   static const std::vector<float> w = normal(static_cast<std::size_t>(kIn * kOut), 1, 0.02f);
@@ -63,8 +57,6 @@ Lota trained_lota() {
   }
   return layer;
 }
-
-std::map<std::string, double> g_seconds;
 
 template <typename Forward>
 void run(benchmark::State& state, Forward&& forward) {
@@ -128,19 +120,6 @@ BENCHMARK(BM_lora_unmerged)
     ->Repetitions(5)
     ->ReportAggregatesOnly(true);
 
-/// Records the real time per iteration of each run, for the ratio lines.
-class Recorder : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.aggregate_name != "median") continue;
-      g_seconds[r.run_name.function_name] =
-          r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit);
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,14 +131,14 @@ int main(int argc, char** argv) {
   int count = static_cast<int>(args.size());
   benchmark::Initialize(&count, args.data());
   if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
-  Recorder reporter;
+  bench::TimeRecorder reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   std::printf("\nForward of a %ld -> %ld layer, %ld tokens, rank %d, 1 thread, matmul ISA %s\n",
               static_cast<long>(kIn), static_cast<long>(kOut), static_cast<long>(kTokens), kRank,
               gsq::to_string(gsq::matmul_isa()));
-  const double base = g_seconds["infer/w4_base"];
-  for (const auto& [name, seconds] : g_seconds) {
+  const double base = reporter.seconds("infer/w4_base");
+  for (const auto& [name, seconds] : reporter.all()) {
     if (base > 0)
       std::printf("  %-26s %8.2f ms  %.2fx the W4 base\n", name.c_str(), 1e3 * seconds,
                   seconds / base);

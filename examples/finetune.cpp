@@ -280,12 +280,13 @@ Dataset text_data(const Model& model, const Settings& s) {
 
 using W4A8 = gsq::LoraLinear<4, 8, 8, 8, 32>;
 
+/// Trains a GSQ Bits-Bits-Bits row; with `merge`, also evaluates it merged into W4.
 template <int Bits>
 Measured train_gse(const Model& model, const Dataset& data, const TrainSettings& t,
-                   const std::string& label, const std::string& export_path = "") {
+                   const std::string& label, bool merge, const std::string& export_path = "") {
   return finetune::run_isolated([&] {
     return finetune::train_adapters<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>(
-        model.weights, data, t, gsq::LoraMode::kGse, label, export_path);
+        model.weights, data, t, gsq::LoraMode::kGse, label, merge, export_path);
   });
 }
 
@@ -313,9 +314,9 @@ std::vector<Row> comparison(const Model& model, const Dataset& data, const Train
   rows.push_back({"W4 + float adapters (QLoRA-style)", "4-32-32-32", true,
                   train_w4a8(gsq::LoraMode::kFloat, "W4 + float adapters")});
   rows.push_back(
-      {"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8", export_path)});
-  rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6")});
-  rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5")});
+      {"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8", true, export_path)});
+  rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6", true)});
+  rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5", true)});
   rows.push_back({"W4 + FP8 adapters", "4-E4M3-E5M2-E4M3", true,
                   train_w4a8(gsq::LoraMode::kFp8, "W4 + FP8 adapters")});
   rows.push_back({finetune::format("LoTA-QAF ternary, rank %d, merged", t.lota_rank), "4-8-8-T",
@@ -332,9 +333,9 @@ std::vector<finetune::SweepPoint> sweep(const Model& model, const Dataset& data,
       t.rank = rank;
       const std::string label =
           "sweep GSE " + std::to_string(bits) + "-bit, rank " + std::to_string(rank);
-      const Measured m = bits == 5   ? train_gse<5>(model, data, t, label)
-                         : bits == 6 ? train_gse<6>(model, data, t, label)
-                                     : train_gse<8>(model, data, t, label);
+      const Measured m = bits == 5   ? train_gse<5>(model, data, t, label, false)
+                         : bits == 6 ? train_gse<6>(model, data, t, label, false)
+                                     : train_gse<8>(model, data, t, label, false);
       points.push_back({bits, rank, m});
     }
   }
@@ -342,6 +343,7 @@ std::vector<finetune::SweepPoint> sweep(const Model& model, const Dataset& data,
 }
 
 std::string footnotes(const Settings& s, long parent_rss_kib) {
+  const gsq::TSignSchedule q;  // the schedule finetune::train_lota uses
   return finetune::format(
       "Held-out loss: mean next-token cross-entropy (nats) over the held-out windows; "
       "perplexity = exp(loss); W4 gap recovered = (loss(W4) - loss) / (loss(W4) - loss(fp32)); "
@@ -350,12 +352,11 @@ std::string footnotes(const Settings& s, long parent_rss_kib) {
       "gsq::Llama2LoraModel on the same 4-bit GSE base (groups of 32). Every trained row sees "
       "the same windows in the same order: %d steps of a micro-batch of %d windows (one forward "
       "and backward per step), adapters of rank %d on all 7 linear layers of every block. The "
-      "LoRA rows (alpha = 16) share the initialisation and seeds and use AdamW with fp32 state "
+      "LoRA rows (alpha = %g) share the initialisation and seeds and use AdamW with fp32 state "
       "(so that only the arithmetic differs), peak lr %g on a cosine schedule with %d warmup "
       "steps, gradient norm clipped to %g. The LoTA-QAF row trains ternary adapters of rank %d "
-      "(omega = %.2f r) with t-SignSGD (q from 0.95 to 0.999 over 80 %% of the steps, then to "
-      "0.9999; no learning "
-      "rate and no optimizer state) on integer gradients, and is evaluated after its exact "
+      "(omega = %.2f r) with t-SignSGD (q from %g to %g over %g %% of the steps, then to %g; no "
+      "learning rate and no optimizer state) on integer gradients, and is evaluated after its exact "
       "merge into the 4-bit codes (the program checks that the held-out loss is bit-identical "
       "before and after).\n\n"
       "Merged into W4: the held-out loss after each layer's merge() writes the adapters into the "
@@ -371,12 +372,13 @@ std::string footnotes(const Settings& s, long parent_rss_kib) {
       "buffers (residual stream, attention probabilities). Largest temporary: the largest "
       "buffer one layer holds during its forward or backward (LoraMemory::largest_temporary; "
       "layers run one at a time, so it adds once): the dequantized base in the float and FP8 "
-      "rows, an upper bound of the matmul's packing buffers in GSQ rows, the gradient matrix "
+      "rows, an upper bound of the matmul's packing buffers in GSQ rows, the effective codes "
       "in the LoTA row. Peak RSS: getrusage of the forked child that ran the row, which starts "
       "with the parent's resident pages (%.1f MiB when it forked). Step time: median wall time "
       "of one optimizer step (forward, backward and update), on one thread.\n",
-      s.train.steps, s.train.batch, s.train.rank, static_cast<double>(s.train.lr), s.train.warmup,
-      static_cast<double>(s.train.clip), s.train.lota_rank, s.train.lota_omega,
+      s.train.steps, s.train.batch, s.train.rank, static_cast<double>(s.train.alpha),
+      static_cast<double>(s.train.lr), s.train.warmup, static_cast<double>(s.train.clip),
+      s.train.lota_rank, s.train.lota_omega, q.q0, q.q1, 100 * q.warm, q.q2,
       parent_rss_kib / 1024.0);
 }
 

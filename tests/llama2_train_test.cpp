@@ -112,15 +112,7 @@ namespace {
 /// Mean next-token cross-entropy of llama2.c's own forward (token by token, key/value cache).
 double runner_loss(const gsq::Llama2Weights& w, const std::vector<int>& tokens) {
   gsq::Llama2Runner runner(w);
-  double total = 0;
-  for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
-    const std::vector<float>& logits = runner.forward(tokens[t], static_cast<int>(t));
-    double mx = -1e30, sum = 0;
-    for (float l : logits) mx = std::max(mx, double{l});
-    for (float l : logits) sum += std::exp(double{l} - mx);
-    total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
-  }
-  return total / static_cast<double>(tokens.size() - 1);
+  return runner.loss_sum(tokens) / static_cast<double>(tokens.size() - 1);
 }
 
 }  // namespace

@@ -29,22 +29,6 @@ struct SweepPoint {
   Measured m;
 };
 
-/// printf into a std::string.
-template <typename... Args>
-std::string format(const char* fmt, Args... args) {
-  const int n = std::snprintf(nullptr, 0, fmt, args...);
-  std::string s(static_cast<std::size_t>(n) + 1, '\0');
-  std::snprintf(&s[0], s.size(), fmt, args...);
-  s.resize(static_cast<std::size_t>(n));
-  return s;
-}
-
-inline void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  if (!out.good()) throw std::runtime_error("cannot write '" + path + "'");
-}
-
 /// The share of the W4 quantization gap (W4 loss - fp32 loss) that a row closes, in percent.
 inline double gap_recovered(double loss, double fp32_loss, double w4_loss) {
   return 100.0 * (w4_loss - loss) / (w4_loss - fp32_loss);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -27,6 +28,25 @@ namespace finetune {
 
 using Clock = std::chrono::steady_clock;
 
+/// printf into a std::string.
+template <typename... Args>
+std::string format(const char* fmt, Args... args) {
+  const int n = std::snprintf(nullptr, 0, fmt, args...);
+  std::string s(static_cast<std::size_t>(n) + 1, '\0');
+  std::snprintf(&s[0], s.size(), fmt, args...);
+  s.resize(static_cast<std::size_t>(n));
+  return s;
+}
+
+/// Writes bytes (any contiguous container of char-sized values) to `path`, or throws.
+template <typename Bytes>
+void write_file(const std::string& path, const Bytes& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+  if (!out.good()) throw std::runtime_error("cannot write '" + path + "'");
+}
+
 /// Token windows, all of the same length: seq + 1 tokens, so seq next-token predictions each.
 struct Dataset {
   std::vector<std::vector<int>> train;
@@ -39,6 +59,7 @@ struct TrainSettings {
   int batch = 4;  ///< windows per optimizer step; their gradients are averaged
   int rank = 8;
   float lr = 3e-3f;  ///< peak of a cosine schedule with `warmup` linear warmup steps
+  float alpha = 16.0f;  ///< LoRA alpha at every rank (the library default): scale alpha / rank
   int warmup = 10;
   float clip = 1.0f;  ///< gradient-norm clipping
   std::uint64_t seed = 1;
@@ -110,14 +131,8 @@ inline double heldout_loss_fp32(const gsq::Llama2Weights& w,
   double total = 0;
   std::size_t count = 0;
   for (const std::vector<int>& tokens : windows) {
-    for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
-      const std::vector<float>& logits = runner.forward(tokens[t], static_cast<int>(t));
-      const float mx = *std::max_element(logits.begin(), logits.end());
-      double sum = 0;
-      for (float l : logits) sum += std::exp(double{l} - mx);
-      total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
-      ++count;
-    }
+    total += runner.loss_sum(tokens);
+    count += tokens.size() - 1;
   }
   return total / static_cast<double>(count);
 }
@@ -192,18 +207,19 @@ void measure(Model& model, const Dataset& data, const TrainSettings& s, std::vec
                static_cast<double>(data.heldout.size());
 }
 
-/// Trains adapters on every linear layer of a frozen Lora::WBits base, then evaluates, and
-/// evaluates again after merging the adapters into the base.  Every configuration sees the same
-/// windows in the same order, the same adapter initialisation, schedule and optimizer (AdamW
-/// with float state), so only the arithmetic differs.  With `export_path`, the fine-tuned
-/// model (adapters folded into float32 weights) is written there in llama2.c's format.
+/// Trains adapters on every linear layer of a frozen Lora::WBits base, then evaluates, and with
+/// `merge` evaluates again after merging the adapters into the base.  Every configuration sees
+/// the same windows in the same order, the same adapter initialisation, schedule and optimizer
+/// (AdamW with float state), so only the arithmetic differs.  With `export_path`, the
+/// fine-tuned model (adapters folded into float32 weights) is written there in llama2.c's
+/// format.
 template <typename Lora>
 Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
-                        gsq::LoraMode mode, const std::string& label,
+                        gsq::LoraMode mode, const std::string& label, bool merge = true,
                         const std::string& export_path = "") {
   gsq::LoraOptions options;
   options.rank = s.rank;
-  options.alpha = 16.0f;  // the library default at every rank: adapter scale 16 / rank
+  options.alpha = s.alpha;
   options.mode = mode;
   options.seed = s.seed;
   gsq::Llama2LoraModel<Lora> model(w, options);
@@ -216,24 +232,12 @@ Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const 
   });
   Measured m;
   measure(model, data, s, std::move(step_ms), adam.state_bytes(), m);
-  if (!export_path.empty()) {
-    const std::vector<unsigned char> image = model.merged_weights().serialize();
-    std::FILE* f = std::fopen(export_path.c_str(), "wb");
-    const bool ok = f != nullptr && std::fwrite(image.data(), 1, image.size(), f) == image.size();
-    if (f != nullptr && std::fclose(f) != 0)
-      throw std::runtime_error("cannot write " + export_path);
-    if (!ok) throw std::runtime_error("cannot write " + export_path);
+  if (!export_path.empty()) write_file(export_path, model.merged_weights().serialize());
+  if (merge) {
+    for (Lora* layer : model.loras()) layer->merge();
+    m.merged_loss = heldout_loss(model, data.heldout);
   }
-  for (Lora* layer : model.loras()) layer->merge();
-  m.merged_loss = heldout_loss(model, data.heldout);
   return m;
-}
-
-inline std::string format_loss_mismatch(double before, double after) {
-  char text[160];
-  std::snprintf(text, sizeof text, "LoTA merge changed the held-out loss: %.17g -> %.17g", before,
-                after);
-  return text;
 }
 
 /// LoTA-QAF: ternary adapters of rank s.lota_rank (omega = s.lota_omega * rank) on the 4-bit
@@ -262,7 +266,8 @@ inline Measured train_lota(const gsq::Llama2Weights& w, const Dataset& data, con
   measure(model, data, s, std::move(step_ms), 0, m);
   // The merge is exact: every logit, so the loss, is bit-identical before and after.
   if (m.heldout_loss != unmerged)
-    throw std::runtime_error(format_loss_mismatch(unmerged, m.heldout_loss));
+    throw std::runtime_error(
+        format("LoTA merge changed the held-out loss: %.17g -> %.17g", unmerged, m.heldout_loss));
   m.merged_loss = m.heldout_loss;
   return m;
 }

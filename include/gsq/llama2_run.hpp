@@ -3,6 +3,7 @@
 // reproduces its output token for token.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -107,6 +108,20 @@ class Llama2Runner {
     rmsnorm(x_.data(), x_.data(), w_.rms_final(), dim);
     matvec(logits_.data(), x_.data(), w_.classifier());
     return logits_;
+  }
+
+  /// The next-token cross-entropy (nats) summed over tokens[1..]: token t + 1 predicted from
+  /// tokens[0..t], run from position 0.
+  double loss_sum(const std::vector<int>& tokens) {
+    double total = 0;
+    for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
+      const std::vector<float>& logits = forward(tokens[t], static_cast<int>(t));
+      const float mx = *std::max_element(logits.begin(), logits.end());
+      double sum = 0;
+      for (float l : logits) sum += std::exp(double{l} - mx);
+      total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
+    }
+    return total;
   }
 
   /// Greedy decoding from BOS for up to `steps` positions (stops at BOS, as run.c does):
