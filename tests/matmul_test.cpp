@@ -5,10 +5,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <vector>
 
 #include "catch.hpp"
+#include "matmul_spec.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
 
@@ -18,60 +18,16 @@ using gsq::Axis;
 using gsq::Index;
 using gsq::Isa;
 using gsq::MatrixRef;
-
-/// Random M x K (or K x N) data with per-row magnitudes spread over a few binades, quantized
-/// with groups along K.
-template <int Bits, int G>
-gsq::GseTensor<Bits, G> random_operand(Index rows, Index cols, Axis axis, std::uint32_t seed,
-                                       int lo = -3, int hi = 3) {
-  const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), seed, lo, hi);
-  return gsq::quantize<Bits, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
-}
-
-/// The specification of kernels/matmul_scalar.hpp, written directly on the views.
-template <int BA, int BB, int G>
-std::vector<float> spec_matmul(const gsq::GseView<BA, G>& a, const gsq::GseView<BB, G>& b,
-                               std::vector<float> c, float alpha, float beta) {
-  const Index m = a.rows(), n = b.cols();
-  const double scale = std::ldexp(static_cast<double>(alpha), a.offset() + b.offset());
-  for (Index i = 0; i < m; ++i) {
-    for (Index j = 0; j < n; ++j) {
-      float acc = 0.0f;
-      for (Index g = 0; g < a.groups_per_line(); ++g) {
-        std::int32_t d = 0;
-        for (Index k = 0; k < G; ++k) d += a.line_codes(i)[g * G + k] * b.line_codes(j)[g * G + k];
-        const int e = a.line_exponents(i)[g] + b.line_exponents(j)[g];
-        acc += static_cast<float>(d) * std::ldexp(1.0f, e);
-      }
-      const auto r = static_cast<float>(static_cast<double>(acc) * scale);
-      float& out = c[static_cast<std::size_t>(i * n + j)];
-      out = beta == 0.0f ? r : std::fma(beta, out, r);
-    }
-  }
-  return c;
-}
-
-std::vector<Isa> matmul_isas() {
-  std::vector<Isa> isas;
-  for (Isa isa :
-       {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kNeon, Isa::kNeonDot}) {
-    if (gsq::cpu_supports(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
-
-bool same_bits(const std::vector<float>& x, const std::vector<float>& y) {
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-}
+using gsq::test::matmul_isas;
+using gsq::test::random_operand;
+using gsq::test::same_bits;
+using gsq::test::spec_matmul;
 
 template <int BA, int BB, int G>
 void check_all_kernels(Index m, Index n, Index k, std::uint32_t seed, float alpha, float beta) {
   const auto a = random_operand<BA, G>(m, k, Axis::kCols, seed);
   const auto b = random_operand<BB, G>(k, n, Axis::kRows, seed + 1);
-  std::vector<float> c0(static_cast<std::size_t>(m * n));
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  for (auto& v : c0) v = normal(rng);
+  const std::vector<float> c0 = gsq::test::normal_vector(static_cast<std::size_t>(m * n), seed);
   const auto expect = spec_matmul(a.view(), b.view(), c0, alpha, beta);
   for (Isa isa : matmul_isas()) {
     for (int threads : {1, 2, 3}) {
@@ -174,11 +130,8 @@ TEST_CASE("matmul: strided and transposed outputs, prepacked B", "[matmul]") {
 TEST_CASE("matmul: within the derived bounds of the exact and the unquantized product",
           "[matmul]") {
   const Index m = 40, n = 50, k = 1000;
-  std::mt19937 rng(5);
-  std::normal_distribution<float> normal;
-  std::vector<float> xa(static_cast<std::size_t>(m * k)), xb(static_cast<std::size_t>(k * n));
-  for (auto& v : xa) v = normal(rng);
-  for (auto& v : xb) v = 1e-3f * normal(rng);
+  const auto xa = gsq::test::normal_vector(static_cast<std::size_t>(m * k), 5);
+  const auto xb = gsq::test::normal_vector(static_cast<std::size_t>(k * n), 6, 1e-3f);
   const auto ra = MatrixRef<const float>::row_major(xa.data(), m, k);
   const auto rb = MatrixRef<const float>::row_major(xb.data(), k, n);
   const auto a = gsq::quantize<8, 32>(ra, Axis::kCols);

@@ -6,9 +6,9 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <random>
 #include <vector>
 
+#include "gsq/detail/rng.hpp"
 #include "gsq/format.hpp"
 
 namespace gsq::test {
@@ -95,25 +95,27 @@ inline RefGse ref_quantize(const std::vector<float>& x, long rows, long cols, Ax
 /// Random floats with a spread of magnitudes: normal(0,1) times 2^k, k uniform in [lo, hi], with
 /// some exact zeros, subnormals and values on rounding ties mixed in.
 inline std::vector<float> mixed_data(std::size_t n, std::uint32_t seed, int lo = -20, int hi = 20) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::uniform_int_distribution<int> binade(lo, hi);
-  std::uniform_int_distribution<int> kind(0, 19);
+  detail::Rng rng(seed);
+  auto binade = [&] {
+    return lo + static_cast<int>(rng.below(static_cast<std::uint32_t>(hi - lo + 1)));
+  };
+  auto kind = [&] { return static_cast<int>(rng.below(20)); };
   std::vector<float> x(n);
   for (auto& v : x) {
-    switch (kind(rng)) {
+    switch (kind()) {
       case 0:
         v = 0.0f;
         break;
       case 1:
-        v = std::ldexp(static_cast<float>(kind(rng) + 1), -140);
+        v = std::ldexp(static_cast<float>(kind() + 1), -140);
         break;  // subnormal
       case 2:
-        v = std::ldexp(static_cast<float>(2 * kind(rng) + 1), binade(rng) - 8);
+        v = std::ldexp(static_cast<float>(2 * kind() + 1), binade() - 8);
         break;  // tie-prone
-      default:
-        v = std::ldexp(normal(rng), binade(rng));
-        break;
+      default: {
+        const float g = rng.normal();
+        v = std::ldexp(g, binade());
+      } break;
     }
   }
   return x;

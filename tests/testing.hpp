@@ -5,19 +5,28 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "gsq/detail/rng.hpp"
+
 namespace gsq::test {
 
-/// n draws of N(0, sigma^2) from a seeded std::mt19937.
+/// n draws of N(0, sigma^2) from gsq's portable generator (detail/rng.hpp), so that thresholds
+/// measured here hold with every standard library.
 inline std::vector<float> normal_vector(std::size_t n, std::uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, sigma);
+  detail::Rng rng(seed);
   std::vector<float> v(n);
-  for (auto& x : v) x = normal(rng);
+  for (auto& x : v) x = rng.normal(sigma);
+  return v;
+}
+
+/// n draws uniform on [lo, hi), bit-identical on every platform (detail/rng.hpp).
+inline std::vector<float> uniform_vector(std::size_t n, std::uint32_t seed, float lo, float hi) {
+  detail::Rng rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = rng.uniform(lo, hi);
   return v;
 }
 
@@ -39,13 +48,12 @@ inline bool contains(const std::string& text, const std::string& part) {
 /// The padding between cols and ld holds NaN, which a quantizer must never read.
 inline std::vector<float> spread_matrix(std::ptrdiff_t rows, std::ptrdiff_t cols, std::ptrdiff_t ld,
                                         unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> octave(-24, 6);
+  detail::Rng rng(seed);
   std::vector<float> m(static_cast<std::size_t>(rows * ld), std::nanf(""));
   for (std::ptrdiff_t r = 0; r < rows; ++r) {
     for (std::ptrdiff_t c = 0; c < cols; ++c) {
-      m[static_cast<std::size_t>(r * ld + c)] = std::ldexp(normal(rng), octave(rng));
+      const float v = rng.normal();
+      m[static_cast<std::size_t>(r * ld + c)] = std::ldexp(v, static_cast<int>(rng.below(31)) - 24);
     }
   }
   return m;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -67,7 +68,21 @@ struct LoraOptions {
   Rounding gradient_rounding = Rounding::kStochastic;
   /// Seeds the adapter initialisation and the stochastic-rounding streams.
   std::uint64_t seed = 0;
+  /// Options of every matmul the layer runs (ISA, threads).
   MatmulOptions matmul;
+  /// Kernel ISA of every quantization the layer runs; empty picks the best (conversion_isa()).
+  /// Like MatmulOptions::isa, it changes no bit of any result (tested).
+  std::optional<Isa> conversion_isa;
+
+  /// QuantizeOptions with this layer's conversion ISA.
+  QuantizeOptions quantize(Rounding rounding = Rounding::kNearestEven,
+                           std::uint64_t rounding_seed = 0) const {
+    QuantizeOptions q;
+    q.rounding = rounding;
+    q.seed = rounding_seed;
+    q.isa = conversion_isa;
+    return q;
+  }
 };
 
 /// Bytes a layer holds, by role (LoraLinear::memory()).
@@ -244,7 +259,8 @@ class LoraLinear {
     std::vector<float> w = base_float();
     for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];  // effective_weight()
     base_ = PackedGseTensor<WBits, G>::pack(
-        quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_), Axis::kRows)
+        quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_), Axis::kRows,
+                           options_.quantize())
             .view());
     base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     const std::vector<float> merged = base_float();
@@ -288,7 +304,8 @@ class LoraLinear {
     out_ = w.cols;
     rank_ = options_.rank;
     scale_ = options_.alpha / static_cast<float>(rank_);
-    base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
+    base_ = PackedGseTensor<WBits, G>::pack(
+        quantize<WBits, G>(w, Axis::kRows, options_.quantize()).view());
     base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
     b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
@@ -309,7 +326,7 @@ class LoraLinear {
   // ---- GSE mode ------------------------------------------------------------------------------
   void forward_gse(MatrixRef<const float> x, MatrixRef<float> y) {
     const Index t = x.rows;
-    QuantizeOptions nearest;
+    const QuantizeOptions nearest = options_.quantize();
     Act xq = quantize<ABits, G>(x, Axis::kCols, nearest);
     // The base streams from its packed form: one L2-sized block of kernel panels at a time.
     note_temporary(xq.bytes() + rhs_buffer_bytes(in_, out_));
@@ -334,10 +351,9 @@ class LoraLinear {
 
   void backward_gse(MatrixRef<const float> dy, MatrixRef<float> dx) {
     const Index t = tokens_;
-    QuantizeOptions grad;
-    grad.rounding = options_.gradient_rounding;
-    QuantizeOptions nearest;
-    grad.seed = detail::stream_seed(options_.seed, step_, 0);
+    QuantizeOptions grad =
+        options_.quantize(options_.gradient_rounding, detail::stream_seed(options_.seed, step_, 0));
+    const QuantizeOptions nearest = options_.quantize();
     const auto dyq = quantize<GBits, G>(dy, Axis::kCols, grad);  // along out
 
     // G = dY B^T: B (r x out) grouped along out, transposed to out x r grouped along its rows.

@@ -251,7 +251,8 @@ class LotaLinear {
       : in_(w.rows), out_(w.cols), rank_(options.rank), options_(options) {
     GSQ_CHECK(rank_ >= 1 && w.rows >= 1 && w.cols >= 1, "LotaLinear: rank ", rank_, " and weight ",
               w.rows, "x", w.cols);
-    base_ = PackedGseTensor<WBits, G>::pack(quantize<WBits, G>(w, Axis::kRows).view());
+    base_ = PackedGseTensor<WBits, G>::pack(
+        quantize<WBits, G>(w, Axis::kRows, options_.quantize()).view());
     base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
     set_omega(omega < 0 ? 0.75 * rank_ : omega);  // NaN or omega > rank: an error
     a_ = TernaryMatrix(in_, rank_);
@@ -330,7 +331,7 @@ class LotaLinear {
     GSQ_CHECK(x.cols == in_ && y.rows == x.rows && y.cols == out_, "LotaLinear::forward: X is ",
               x.rows, "x", x.cols, " and Y is ", y.rows, "x", y.cols, " for a ", in_, " -> ", out_,
               " layer");
-    xq_ = quantize<ABits, G>(x, Axis::kCols);
+    xq_ = quantize<ABits, G>(x, Axis::kCols, options_.quantize());
     if (b_.all_zero()) {
       matmul(xq_.view(), PackedStorageRhs<WBits, G>(base_), y, 1.0f, 0.0f, options_.matmul);
       return;
@@ -352,9 +353,7 @@ class LotaLinear {
     GSQ_CHECK(t > 0, "LotaLinear::backward: no forward to differentiate");
     GSQ_CHECK(dy.rows == t && dy.cols == out_, "LotaLinear::backward: dY is ", dy.rows, "x",
               dy.cols, ", expected ", t, "x", out_);
-    QuantizeOptions q;
-    q.rounding = options_.gradient_rounding;
-    q.seed = seed;
+    QuantizeOptions q = options_.quantize(options_.gradient_rounding, seed);
     if (dx.data != nullptr) {
       GSQ_CHECK(dx.rows == t && dx.cols == in_, "LotaLinear::backward: dX is ", dx.rows, "x",
                 dx.cols, ", expected ", t, "x", in_);

@@ -34,6 +34,10 @@ struct MatmulOptions {
   /// Threads; 0 lets gsq choose: up to OpenMP's default for large products, 1 for small ones
   /// (or without OpenMP).  A positive count is used as given.
   int threads = 0;
+  /// Bytes of B's kernel panels that one thread packs and sweeps at a time when B is not packed
+  /// ahead; 0 means detail::kRhsBlockBytes (512 KiB, sized for a 1 MiB L2).  Devices with a
+  /// smaller L2 may want less.  At least one panel is always packed.
+  Index rhs_block_bytes = 0;
 };
 
 /// The best ISA for matmul on this machine.
@@ -454,7 +458,7 @@ inline std::size_t rhs_buffer_bytes(Index k, Index n, int group_size, int thread
 template <Isa I, int Bits, int GroupSize>
 void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
                const RhsSource<GroupSize>& b, double scale, float beta, MatrixRef<float> c,
-               int threads) {
+               int threads, Index block_bytes) {
   using Kernel = kernels::MatmulKernel<I>;
   constexpr int kMr = Kernel::kMr;
   constexpr int kNr = Kernel::kNr;
@@ -465,7 +469,7 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
   const Index a_blocks = (m + kMr - 1) / kMr;
   const Index b_panels = (n + kNr - 1) / kNr;
   const Index panel_bytes = b.panel_bytes(kNr);
-  const Index per_block = std::max<Index>(1, kRhsBlockBytes / std::max<Index>(1, panel_bytes));
+  const Index per_block = std::max<Index>(1, block_bytes / std::max<Index>(1, panel_bytes));
   const Index b_blocks = (b_panels + per_block - 1) / per_block;
   const Index a_chunks = (a_blocks + kLhsBlocksPerItem - 1) / kLhsBlocksPerItem;
   const bool direct = c.col_stride == 1;
@@ -582,7 +586,8 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
 
 template <int Bits, int GroupSize>
 using RunTilesFn = void (*)(const GseView<Bits, GroupSize>&, const std::int32_t*,
-                            const RhsSource<GroupSize>&, double, float, MatrixRef<float>, int);
+                            const RhsSource<GroupSize>&, double, float, MatrixRef<float>, int,
+                            Index);
 
 template <int Bits, int GroupSize>
 RunTilesFn<Bits, GroupSize> tile_runner(Isa isa) noexcept {
@@ -642,8 +647,12 @@ void matmul(const GseView<BitsA, GroupSize>& a, const RhsSource<GroupSize>& b, M
   comp.clear();
   if (detail::panel_shape(isa).biased_rhs) detail::lhs_compensation(a, threads, comp);
   const double scale = std::ldexp(static_cast<double>(alpha), a.offset() + b.offset());
+  GSQ_CHECK(options.rhs_block_bytes >= 0, "matmul: rhs_block_bytes must be >= 0, got ",
+            options.rhs_block_bytes);
+  const Index block_bytes =
+      options.rhs_block_bytes > 0 ? options.rhs_block_bytes : detail::kRhsBlockBytes;
   detail::tile_runner<BitsA, GroupSize>(isa)(a, comp.empty() ? nullptr : comp.data(), b, scale,
-                                             beta, c, threads);
+                                             beta, c, threads, block_bytes);
 }
 
 /// C = alpha * A * B + beta * C for A (M x K) grouped along K (Axis::kCols) and B (K x N)

@@ -1,0 +1,261 @@
+// golden_test.cpp: the promise, tested.  Five fixed-seed training steps of a GSE LoRA layer and
+// of a LoTA layer hash to one constant, the same in every build of the test matrix (GCC, Clang,
+// GSQ_ISA caps, GSQ_DISABLE_SIMD, sanitizers, aarch64 under qemu), on every kernel ISA and
+// thread count; and the layer's outputs and gradients are memcmp-identical across conversion
+// ISA x matmul ISA x threads.
+#include <cstdint>
+#include <cstring>
+#include <ios>
+#include <optional>
+#include <vector>
+
+#include "catch.hpp"
+#include "gsq/detail/rng.hpp"
+#include "gsq/lora.hpp"
+#include "gsq/lota.hpp"
+#include "gsq/optim.hpp"
+#include "matmul_spec.hpp"
+#include "testing.hpp"
+
+namespace {
+
+using gsq::Index;
+using gsq::Isa;
+using gsq::MatrixRef;
+
+// The digests of the runs below.  A change to any result bit of the library changes them; if
+// the change is intended (a new rounding, a new initialisation), update the constants in the
+// same commit and say why.  Every configuration of ./run.sh test checks the same constants.
+constexpr std::uint64_t kLoraDigest = 0x1f2fa6f57d0594a4;
+constexpr std::uint64_t kLotaDigest = 0x2d9dfdfee9692924;
+
+/// FNV-1a over little-endian bytes of the values' bit patterns, independent of the host's byte
+/// order and of padding.
+class Digest {
+ public:
+  void add(const std::vector<float>& v) {
+    for (float x : v) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &x, sizeof bits);
+      add_bytes(bits, 4);
+    }
+  }
+  void add(const std::vector<std::int64_t>& v) {
+    for (std::int64_t x : v) add_bytes(static_cast<std::uint64_t>(x), 8);
+  }
+  void add(const std::vector<std::int8_t>& v) {
+    for (std::int8_t x : v) add_bytes(static_cast<std::uint8_t>(x), 1);
+  }
+  void add(std::int64_t x) { add_bytes(static_cast<std::uint64_t>(x), 8); }
+  std::uint64_t value() const noexcept { return h_; }
+
+ private:
+  void add_bytes(std::uint64_t x, int bytes) {
+    for (int k = 0; k < bytes; ++k) {
+      h_ ^= (x >> (8 * k)) & 0xFFu;
+      h_ *= 0x100000001B3u;
+    }
+  }
+  std::uint64_t h_ = 0xCBF29CE484222325u;
+};
+
+/// Data the runs share: every value from gsq's portable generator, uniform (so exact on every
+/// platform; no libm involved).
+struct Problem {
+  static constexpr Index kIn = 160;  // five groups of 32
+  static constexpr Index kOut = 72;  // not a multiple of any kernel's Nr
+  static constexpr Index kTokens = 64;
+  static constexpr int kRank = 8;
+  static constexpr int kSteps = 5;
+  std::vector<float> w, target;
+  std::vector<std::vector<float>> x;  // one batch per step
+
+  Problem() {
+    w = gsq::test::uniform_vector(kIn * kOut, 1, -0.1f, 0.1f);
+    target = gsq::test::uniform_vector(kTokens * kOut, 2, -0.5f, 0.5f);
+    for (int s = 0; s < kSteps; ++s)
+      x.push_back(gsq::test::uniform_vector(kTokens * kIn, 10 + static_cast<std::uint32_t>(s),
+                                            -1.0f, 1.0f));
+  }
+  MatrixRef<const float> w_ref() const {
+    return MatrixRef<const float>::row_major(w.data(), kIn, kOut);
+  }
+
+  /// dL/dY of L = sum((Y - target)^2) / (2 T): (Y - target) / T, T a power of two, so a
+  /// subtraction and an exact scaling (nothing a compiler may fuse).
+  std::vector<float> grad(const std::vector<float>& y) const {
+    std::vector<float> dy(y.size());
+    for (std::size_t k = 0; k < y.size(); ++k) dy[k] = (y[k] - target[k]) * (1.0f / kTokens);
+    return dy;
+  }
+};
+
+struct Config {
+  std::optional<Isa> conversion;
+  std::optional<Isa> matmul;
+  int threads = 0;
+};
+
+gsq::LoraOptions lora_options(const Config& config) {
+  gsq::LoraOptions opt;
+  opt.rank = Problem::kRank;
+  opt.alpha = 16.0f;
+  opt.seed = 5;
+  opt.conversion_isa = config.conversion;
+  opt.matmul.isa = config.matmul;
+  opt.matmul.threads = config.threads;
+  return opt;
+}
+
+/// Five AdamW steps of a W4A8G8 LoRA layer; digests Y, dX, dA and dB of every step, then A
+/// and B.  A is drawn here, not by the layer (the layer's initialisation is not what this
+/// pins).
+std::uint64_t lora_run(const Problem& p, const Config& config) {
+  gsq::LoraLinear<4, 8, 8, 8, 32> layer(p.w_ref(), lora_options(config));
+  gsq::detail::Rng rng(20);
+  for (float& v : layer.a()) v = rng.uniform(-0.08f, 0.08f);
+  gsq::AdamW opt({{layer.a().data(), layer.grad_a().data(), layer.a().size()},
+                  {layer.b().data(), layer.grad_b().data(), layer.b().size()}},
+                 0.9f, 0.999f, 1e-8f, 0.01f);
+  Digest d;
+  std::vector<float> y(Problem::kTokens * Problem::kOut), dx(Problem::kTokens * Problem::kIn);
+  for (int s = 0; s < Problem::kSteps; ++s) {
+    layer.zero_grad();
+    layer.forward(MatrixRef<const float>::row_major(p.x[static_cast<std::size_t>(s)].data(),
+                                                    Problem::kTokens, Problem::kIn),
+                  MatrixRef<float>::row_major(y.data(), Problem::kTokens, Problem::kOut));
+    const std::vector<float> dy = p.grad(y);
+    layer.backward(MatrixRef<const float>::row_major(dy.data(), Problem::kTokens, Problem::kOut),
+                   MatrixRef<float>::row_major(dx.data(), Problem::kTokens, Problem::kIn));
+    d.add(y);
+    d.add(dx);
+    d.add(layer.grad_a());
+    d.add(layer.grad_b());
+    opt.step(1e-2f);
+  }
+  d.add(layer.a());
+  d.add(layer.b());
+  return d.value();
+}
+
+/// Five t-SignSGD steps of a LoTA layer (omega 0 so that markers fire from the first step);
+/// digests Y, dX and the integer gradients of every step, then the ternary A and B.
+std::uint64_t lota_run(const Problem& p, const Config& config) {
+  gsq::LotaLinear<4, 8, 8, 32> layer(p.w_ref(), lora_options(config), 0.0);
+  gsq::detail::Rng rng(21);
+  for (Index i = 0; i < Problem::kIn; ++i) {
+    for (Index k = 0; k < Problem::kRank; ++k)
+      layer.a().set(i, k, static_cast<int>(rng.below(3)) - 1);
+  }
+  gsq::TSignSchedule schedule;
+  schedule.total_steps = Problem::kSteps;
+  gsq::TSignSgd<std::int64_t> opt(layer.parameters(), schedule);
+  Digest d;
+  std::vector<float> y(Problem::kTokens * Problem::kOut), dx(Problem::kTokens * Problem::kIn);
+  std::size_t changed = 0;
+  for (int s = 0; s < Problem::kSteps; ++s) {
+    layer.forward(MatrixRef<const float>::row_major(p.x[static_cast<std::size_t>(s)].data(),
+                                                    Problem::kTokens, Problem::kIn),
+                  MatrixRef<float>::row_major(y.data(), Problem::kTokens, Problem::kOut));
+    const std::vector<float> dy = p.grad(y);
+    layer.backward(MatrixRef<const float>::row_major(dy.data(), Problem::kTokens, Problem::kOut),
+                   MatrixRef<float>::row_major(dx.data(), Problem::kTokens, Problem::kIn));
+    d.add(y);
+    d.add(dx);
+    d.add(layer.grad_a());
+    d.add(layer.grad_b());
+    d.add(layer.gradient_exponent());
+    const std::size_t moved = opt.step();
+    changed += moved;
+    d.add(static_cast<std::int64_t>(moved));
+  }
+  REQUIRE(changed > 0);  // the run trains, so the digest pins the update rule too
+  d.add(layer.a().to_int8());
+  d.add(layer.b().to_int8());
+  return d.value();
+}
+
+std::vector<Isa> conversion_isas() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+    if (gsq::cpu_supports(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+}  // namespace
+
+TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of every build",
+          "[golden]") {
+  const Problem p;
+  const std::uint64_t lora = lora_run(p, {});
+  const std::uint64_t lota = lota_run(p, {});
+  INFO("LoRA digest 0x" << std::hex << lora << ", LoTA digest 0x" << lota << std::dec
+                        << " (conversion " << gsq::to_string(gsq::conversion_isa()) << ", matmul "
+                        << gsq::to_string(gsq::matmul_isa()) << ")");
+  CHECK(lora == kLoraDigest);
+  CHECK(lota == kLotaDigest);
+  // And on every kernel pair and thread count of this machine.
+  for (Isa conversion : conversion_isas()) {
+    for (Isa matmul : gsq::test::matmul_isas()) {
+      for (int threads : {1, 3}) {
+        INFO(gsq::to_string(conversion)
+             << " conversion, " << gsq::to_string(matmul) << " matmul, " << threads << " threads");
+        const Config config{conversion, matmul, threads};
+        CHECK(lora_run(p, config) == kLoraDigest);
+        CHECK(lota_run(p, config) == kLotaDigest);
+      }
+    }
+  }
+}
+
+TEST_CASE(
+    "LoraLinear: Y, dX, dA and dB are identical across conversion ISA x matmul ISA x "
+    "threads",
+    "[golden][lora]") {
+  constexpr Index kT = 128, kIn = 512, kOut = 384;
+  const auto w = gsq::test::normal_vector(kIn * kOut, 31, 0.05f);
+  const auto x = gsq::test::normal_vector(kT * kIn, 32);
+  const auto dy = gsq::test::normal_vector(kT * kOut, 33, 1e-3f);
+  const auto b0 = gsq::test::normal_vector(16 * kOut, 34, 0.02f);
+  struct Result {
+    std::vector<float> y, dx, da, db;
+  };
+  auto run = [&](const Config& config, Index block_bytes) {
+    gsq::LoraOptions opt = lora_options(config);
+    opt.rank = 16;
+    opt.matmul.rhs_block_bytes = block_bytes;
+    gsq::LoraLinear<4, 8, 8, 8, 32> layer(MatrixRef<const float>::row_major(w.data(), kIn, kOut),
+                                          opt);
+    layer.b() = b0;
+    Result r{std::vector<float>(kT * kOut), std::vector<float>(kT * kIn), {}, {}};
+    for (int step = 0; step < 2; ++step) {  // the second step rounds from new streams
+      layer.forward(MatrixRef<const float>::row_major(x.data(), kT, kIn),
+                    MatrixRef<float>::row_major(r.y.data(), kT, kOut));
+      layer.backward(MatrixRef<const float>::row_major(dy.data(), kT, kOut),
+                     MatrixRef<float>::row_major(r.dx.data(), kT, kIn));
+    }
+    r.da = layer.grad_a();
+    r.db = layer.grad_b();
+    return r;
+  };
+  const Result spec = run({Isa::kScalar, Isa::kScalar, 1}, 0);
+  for (Isa conversion : conversion_isas()) {
+    for (Isa matmul : gsq::test::matmul_isas()) {
+      for (int threads : {1, 2, 4}) {
+        // The default block, and 16 KiB: B streams in blocks of one or two panels, so every
+        // thread gets blocks of its own.
+        for (Index block_bytes : {Index{0}, Index{16384}}) {
+          INFO(gsq::to_string(conversion)
+               << " conversion, " << gsq::to_string(matmul) << " matmul, " << threads
+               << " threads, block " << block_bytes);
+          const Result r = run({conversion, matmul, threads}, block_bytes);
+          REQUIRE(gsq::test::same_bits(r.y, spec.y));
+          REQUIRE(gsq::test::same_bits(r.dx, spec.dx));
+          REQUIRE(gsq::test::same_bits(r.da, spec.da));
+          REQUIRE(gsq::test::same_bits(r.db, spec.db));
+        }
+      }
+    }
+  }
+}
