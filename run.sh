@@ -137,6 +137,9 @@ notes_of() {
   if [[ "${config}" != isa-caps && -f "${testlog}" && "${testlog}" -nt "${log}.start" ]]; then
     line="$(grep -Eo -m1 'matmul: [a-z0-9-]+, conversion: [a-z0-9-]+' "${testlog}" || true)"
     if [[ -n "${line}" ]]; then notes+=("${line}"); fi
+    # The golden test's digests: the same in every configuration, or the promise is broken.
+    line="$(grep -Eo -m1 'golden digests: LoRA 0x[0-9a-f]+, LoTA 0x[0-9a-f]+' "${testlog}" || true)"
+    if [[ -n "${line}" ]]; then notes+=("${line}"); fi
     if [[ "${config}" == fuzz ]]; then
       # "N/M Testing: fuzz.<target>" heads each test's output; libFuzzer ends with "Done N runs".
       while IFS= read -r line; do notes+=("${line}"); done < <(

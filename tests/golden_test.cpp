@@ -26,7 +26,7 @@ using gsq::MatrixRef;
 // The digests of the runs below.  A change to any result bit of the library changes them; if
 // the change is intended (a new rounding, a new initialisation), update the constants in the
 // same commit and say why.  Every configuration of ./run.sh test checks the same constants.
-constexpr std::uint64_t kLoraDigest = 0x1f2fa6f57d0594a4;
+constexpr std::uint64_t kLoraDigest = 0x00af0a5aac0b3fc7;
 constexpr std::uint64_t kLotaDigest = 0x2d9dfdfee9692924;
 
 /// FNV-1a over little-endian bytes of the values' bit patterns, independent of the host's byte
@@ -195,6 +195,8 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
                         << gsq::to_string(gsq::matmul_isa()) << ")");
   CHECK(lora == kLoraDigest);
   CHECK(lota == kLotaDigest);
+  // For ./run.sh test's summary, which shows each configuration's digests side by side.
+  WARN("golden digests: LoRA 0x" << std::hex << lora << ", LoTA 0x" << lota);
   // And on every kernel pair and thread count of this machine.
   for (Isa conversion : conversion_isas()) {
     for (Isa matmul : gsq::test::matmul_isas()) {

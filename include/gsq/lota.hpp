@@ -63,7 +63,9 @@ struct TSignSchedule {
   double operator()(std::int64_t step) const {
     GSQ_CHECK(total_steps >= 1 && step >= 0, "TSignSchedule: step ", step, " of ", total_steps);
     const double f = std::min(1.0, static_cast<double>(step) / static_cast<double>(total_steps));
-    if (f <= warm) return q0 + (q1 - q0) * (warm > 0 ? f / warm : 1.0);
+    // The same q whether or not the compiler contracts (an explicit fma; a quotient is never
+    // fused), so the quantile index floor(q (n - 1)) is the same on every platform.
+    if (f <= warm) return std::fma(q1 - q0, warm > 0 ? f / warm : 1.0, q0);
     return q1 + (q2 - q1) * (f - warm) / (1.0 - warm);
   }
 };

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "gsq/detail/check.hpp"
+#include "gsq/detail/fp.hpp"
 
 namespace gsq {
 
@@ -96,7 +97,8 @@ struct CosineSchedule {
         static_cast<double>(step - warmup_steps) / static_cast<double>(total_steps - warmup_steps);
     const double lo = min_lr;
     const double hi = lr;
-    return static_cast<float>(lo + (hi - lo) * 0.5 * (1.0 + std::cos(kPi * progress)));
+    // An explicit fma: the same rounding whether or not the compiler contracts (detail/fp.hpp).
+    return static_cast<float>(std::fma((hi - lo) * 0.5, 1.0 + std::cos(kPi * progress), lo));
   }
 };
 
@@ -358,16 +360,20 @@ struct AdamWStepConstants {
         weight_decay(wd) {}
 };
 
-/// One AdamW element update in float, the single definition both AdamW and AdamW8bit use:
+/// One AdamW element update, the single definition both AdamW and AdamW8bit use:
 ///   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 ///   p = p - lr * ((m / c1) / (sqrt(v / c2) + eps) + wd * p)
+/// Each sum of products is evaluated by detail::dot2 / mul_add (exact products in double, one
+/// rounding to double, one to float), so FMA contraction cannot change a bit (detail/fp.hpp);
+/// g^2, the divisions and the square root are float operations.
 inline void adamw_update(float& p, float g, float& m, float& v,
                          const AdamWStepConstants& c) noexcept {
-  m = c.beta1 * m + c.one_minus_beta1 * g;
-  v = c.beta2 * v + c.one_minus_beta2 * (g * g);
+  m = dot2(c.beta1, m, c.one_minus_beta1, g);
+  v = dot2(c.beta2, v, c.one_minus_beta2, g * g);
   const float m_hat = m / c.correction1;
   const float v_hat = v / c.correction2;
-  p = p - c.lr * (m_hat / (std::sqrt(v_hat) + c.eps) + c.weight_decay * p);
+  const float direction = mul_add(c.weight_decay, p, m_hat / (std::sqrt(v_hat) + c.eps));
+  p = mul_add(-c.lr, direction, p);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -483,13 +489,15 @@ class Sgd : public detail::OptimizerBase {
       float* p = params_[k].value;
       const float* g = params_[k].grad;
       const std::size_t n = params_[k].size;
+      // Sums of products through detail::mul_add: FMA contraction cannot change them.
       if (velocity_.empty()) {
-        for (std::size_t i = 0; i < n; ++i) p[i] = p[i] - lr * (g[i] + wd * p[i]);
+        for (std::size_t i = 0; i < n; ++i)
+          p[i] = detail::mul_add(-lr, detail::mul_add(wd, p[i], g[i]), p[i]);
       } else {
         float* v = velocity_[k].data();
         for (std::size_t i = 0; i < n; ++i) {
-          v[i] = mu * v[i] + g[i];
-          p[i] = p[i] - lr * (v[i] + wd * p[i]);
+          v[i] = detail::mul_add(mu, v[i], g[i]);
+          p[i] = detail::mul_add(-lr, detail::mul_add(wd, p[i], v[i]), p[i]);
         }
       }
     }
