@@ -1,8 +1,9 @@
 // lora_training_test.cpp: a small fine-tune where GSE 8-8-8 tracks float mode, and resuming from
 // a checkpoint gives bit-identical training.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "gsq/checkpoint.hpp"
 #include "gsq/lora.hpp"
 #include "gsq/optim.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -17,6 +19,7 @@ using gsq::Index;
 using gsq::LoraMode;
 using gsq::MatrixRef;
 using Layer = gsq::LoraLinear<4, 8, 8, 8, 32>;
+using gsq::test::normal_vector;
 
 constexpr Index kIn = 128, kOut = 96, kTokens = 64;
 constexpr int kRank = 8;
@@ -26,29 +29,28 @@ constexpr int kRank = 8;
 struct Task {
   std::vector<float> w, target;  // target = W4 + D, in x out
   Task() {
-    std::mt19937 rng(11);
-    std::normal_distribution<float> normal;
-    w.resize(kIn * kOut);
-    for (auto& v : w) v = 0.05f * normal(rng);
+    w = normal_vector(kIn * kOut, 11, 0.05f);
     const auto w4 = gsq::dequantize(gsq::quantize<4, 32>(
         MatrixRef<const float>::row_major(w.data(), kIn, kOut), gsq::Axis::kRows));
-    std::vector<float> u(kIn * 4), v(4 * kOut);
-    for (auto& x : u) x = 0.1f * normal(rng);
-    for (auto& x : v) x = 0.1f * normal(rng);
-    target = w4;
-    for (Index i = 0; i < kIn; ++i)
-      for (Index j = 0; j < kOut; ++j)
-        for (Index k = 0; k < 4; ++k) target[i * kOut + j] += u[i * 4 + k] * v[k * kOut + j];
+    const std::vector<float> u = normal_vector(kIn * 4, 12, 0.1f);
+    const std::vector<float> v = normal_vector(4 * kOut, 13, 0.1f);
+    // In double, where each float product is exact, so an FMA contraction changes nothing and
+    // every build trains on the same target.
+    target.resize(w4.size());
+    for (Index i = 0; i < kIn; ++i) {
+      for (Index j = 0; j < kOut; ++j) {
+        double t = w4[i * kOut + j];
+        for (Index k = 0; k < 4; ++k) t += double{u[i * 4 + k]} * v[k * kOut + j];
+        target[i * kOut + j] = static_cast<float>(t);
+      }
+    }
   }
 
   /// One step's batch: X and dL/dY for L = mean((Y - X target)^2); returns L.
   double batch(int step, const std::vector<float>& y, std::vector<float>& x, bool make_x,
                std::vector<float>* dy) const {
     if (make_x) {
-      std::mt19937 rng(1000 + static_cast<unsigned>(step));
-      std::normal_distribution<float> normal;
-      x.resize(kTokens * kIn);
-      for (auto& v : x) v = normal(rng);
+      x = normal_vector(kTokens * kIn, 1000 + static_cast<std::uint32_t>(step));
       return 0;
     }
     double loss = 0;
@@ -73,7 +75,13 @@ struct Trainer {
   Trainer(const Task& task, LoraMode mode, int threads)
       : layer(MatrixRef<const float>::row_major(task.w.data(), kIn, kOut), options(mode, threads)),
         opt({{layer.a().data(), layer.grad_a().data(), layer.a().size()},
-             {layer.b().data(), layer.grad_b().data(), layer.b().size()}}) {}
+             {layer.b().data(), layer.grad_b().data(), layer.b().size()}}) {
+    // A from the portable generator with the layer's Kaiming bound (the layer's own draw uses
+    // std::uniform_real_distribution, whose values differ between standard libraries).
+    const float bound = 1.0f / std::sqrt(static_cast<float>(kIn));
+    const auto a = gsq::test::uniform_vector(layer.a().size(), 5, -bound, bound);
+    std::copy(a.begin(), a.end(), layer.a().begin());
+  }
   static gsq::LoraOptions options(LoraMode mode, int threads) {
     gsq::LoraOptions o;
     o.rank = kRank;
@@ -123,23 +131,31 @@ TEST_CASE("LoRA fine-tune: GSE 8-8-8 tracks float mode", "[lora][training]") {
   double noise = 0;
   for (std::size_t k = 0; k < y_gse.size(); ++k)
     noise += (double{y_gse[k]} - y_float[k]) * (double{y_gse[k]} - y_float[k]) / y_gse.size();
+  // Measured (start 0.0431, floor 2.82e-5), mean loss over the 20 steps before:
+  //   step  50: float 2.74e-3, GSE 2.77e-3, GSE / (float + floor) 1.00
+  //   step 100: float 6.19e-5, GSE 9.87e-5,                      1.10
+  //   step 200: float 1.68e-8, GSE 3.27e-5,                      1.16
+  //   step 300: float 1.17e-11, GSE 2.81e-5,                     1.00
   for (int end : {50, 100, 200, 300}) {
     const double f = window(lf, end), g = window(lg, end);
     INFO("mean loss over steps " << end - 20 << ".." << end - 1 << ": float " << f << ", GSE " << g
                                  << ", GSE noise floor " << noise << ", start " << lf[0]);
-    // Both learn: by step 100 the loss has fallen by over an order of magnitude.
+    // Both learn: by step 100 the loss has fallen below 0.0034 of the start (measured: float
+    // 0.0014, GSE 0.0023 of it).
     if (end >= 100) {
-      CHECK(f < 0.05 * lf[0]);
-      CHECK(g < 0.05 * lg[0]);
+      CHECK(f < 3.4e-3 * lf[0]);
+      CHECK(g < 3.4e-3 * lg[0]);
     }
-    // GSE tracks float up to its noise floor: loss(GSE) <= loss(float) + floor, with 25 %
-    // slack for the gradient noise of stochastic rounding.  Measured: see the INFO line.
-    CHECK(g <= 1.25 * (f + noise));
+    // GSE tracks float up to its noise floor: loss(GSE) <= loss(float) + floor, with slack for
+    // the gradient noise of stochastic rounding: 1.5x the largest measured excess (0.16).
+    CHECK(g <= 1.24 * (f + noise));
   }
-  // The floor is small: 8-bit operands put about 1e-4 of Y's power into noise.
-  CHECK(noise < 2e-3 * lf[0]);
-  // The first step sees the same initial layer: losses agree to the rounding of 8-bit operands.
-  CHECK(std::abs(lg[0] - lf[0]) < 0.02 * lf[0]);
+  // The floor is small: 8-bit operands put about 1e-4 of Y's power into noise (measured 6.5e-4
+  // of the starting loss).
+  CHECK(noise < 1e-3 * lf[0]);
+  // The first step sees the same initial layer: losses agree to the rounding of 8-bit operands
+  // (measured 2.3e-4 of the loss).
+  CHECK(std::abs(lg[0] - lf[0]) < 3.4e-4 * lf[0]);
 }
 
 TEST_CASE("LoRA fine-tune: resuming from a checkpoint is bit-identical", "[lora][training]") {

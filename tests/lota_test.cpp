@@ -6,10 +6,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "catch.hpp"
+#include "gsq/detail/rng.hpp"
 #include "testing.hpp"
 
 namespace {
@@ -21,11 +21,32 @@ using Lota = gsq::LotaLinear<4, 8, 8, 32>;
 using gsq::test::normal_vector;
 
 void random_ternary(gsq::TernaryMatrix& m, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> t(-1, 1);
+  gsq::detail::Rng rng(seed);
   for (Index r = 0; r < m.rows(); ++r) {
-    for (Index c = 0; c < m.cols(); ++c) m.set(r, c, t(rng));
+    for (Index c = 0; c < m.cols(); ++c) m.set(r, c, static_cast<int>(rng.below(3)) - 1);
   }
+}
+
+/// The markers by their integer definition (lota.hpp): dW = (B A)^T from the adapters' values,
+/// M = +1 where dW > omega and the base code is below kQMax, -1 where dW < -omega and the code is
+/// above -kQMax, else 0.  In x out, row-major.
+std::vector<int> reference_markers(const Lota& layer, double omega) {
+  const Index in = layer.in_features(), out = layer.out_features();
+  const int rank = layer.rank(), q = gsq::GseFormat<4>::kQMax;
+  const auto at = layer.a().to_int8(), bt = layer.b().to_int8();
+  const auto base = layer.base().unpack();
+  std::vector<int> m(static_cast<std::size_t>(in * out), 0);
+  for (Index i = 0; i < in; ++i) {
+    for (Index o = 0; o < out; ++o) {
+      int dw = 0;
+      for (int k = 0; k < rank; ++k) dw += at[i * rank + k] * bt[o * rank + k];
+      const int c = base.code(i, o);
+      int& mark = m[static_cast<std::size_t>(i * out + o)];
+      if (dw > omega && c < q) mark = 1;
+      if (dw < -omega && c > -q) mark = -1;
+    }
+  }
+  return m;
 }
 
 }  // namespace
@@ -38,15 +59,19 @@ TEST_CASE("LoTA: markers never push a code outside the grid", "[lota]") {
   Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), 4, 2, 0.5);
   random_ternary(layer.a(), 3);
   random_ternary(layer.b(), 4);
+  const auto want = reference_markers(layer, 0.5);
   const auto m = layer.markers();
   const auto e = layer.effective();
   const auto base = layer.base().unpack();
   Index at_edge = 0, moved = 0;
   for (Index i = 0; i < in; ++i) {
     for (Index o = 0; o < out; ++o) {
-      const int c = base.code(i, o), mark = m[static_cast<std::size_t>(i * out + o)];
+      const int c = base.code(i, o), mark = want[static_cast<std::size_t>(i * out + o)];
+      INFO("(" << i << ", " << o << "): base code " << c << ", reference marker " << mark);
+      REQUIRE(m[static_cast<std::size_t>(i * out + o)] == mark);
       REQUIRE(std::abs(e.code(i, o)) <= gsq::GseFormat<4>::kQMax);
       REQUIRE(e.code(i, o) == c + mark);
+      REQUIRE(e.view().quantum(o, i) == base.view().quantum(o, i));
       at_edge += std::abs(c) == gsq::GseFormat<4>::kQMax;
       moved += mark != 0;
     }
@@ -64,9 +89,22 @@ TEST_CASE("LoTA: the merge is exact", "[lota]") {
   std::vector<float> before(static_cast<std::size_t>(t * out)), after(before.size());
   const auto xr = MatrixRef<const float>::row_major(x.data(), t, in);
   layer.forward(xr, MatrixRef<float>::row_major(before.data(), t, out));
-  const auto markers = layer.markers();
-  REQUIRE(std::count_if(markers.begin(), markers.end(), [](std::int8_t v) { return v != 0; }) > 0);
+  const auto markers = reference_markers(layer, 1.0);
+  REQUIRE(std::count_if(markers.begin(), markers.end(), [](int v) { return v != 0; }) > 0);
+  const auto base = layer.base().unpack();
   layer.merge();
+  // The merged base holds c + M with M from the integer definition, not from the layer's own
+  // effective(), which merge() packs; the quanta do not change.
+  const auto merged = layer.base().unpack();
+  for (Index i = 0; i < in; ++i) {
+    for (Index o = 0; o < out; ++o) {
+      const int want = base.code(i, o) + markers[static_cast<std::size_t>(i * out + o)];
+      INFO("(" << i << ", " << o << "): base code " << int{base.code(i, o)} << ", merged "
+               << int{merged.code(i, o)} << ", want " << want);
+      REQUIRE(merged.code(i, o) == want);
+      REQUIRE(merged.view().quantum(o, i) == base.view().quantum(o, i));
+    }
+  }
   layer.forward(xr, MatrixRef<float>::row_major(after.data(), t, out));
   REQUIRE(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)) == 0);
   for (auto v : layer.markers()) REQUIRE(v == 0);
@@ -112,9 +150,13 @@ TEST_CASE("LoTA: t-SignSGD fine-tuning lowers the loss", "[lota]") {
   // codes, which LoTA can represent exactly.
   const Index t = 64, in = 64, out = 32;
   const auto w = normal_vector(static_cast<std::size_t>(in * out), 11, 0.1f);
+  // Teacher and student share A, drawn here from the portable generator (the layer's own draw
+  // uses std::normal_distribution, whose values differ between standard libraries).
   Lota teacher(MatrixRef<const float>::row_major(w.data(), in, out), 8, 12, 2.0);
+  random_ternary(teacher.a(), 12);
   random_ternary(teacher.b(), 13);
   Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), 8, 12, 2.0);
+  random_ternary(layer.a(), 12);
   gsq::TSignSgd<std::int64_t> optimizer(layer.parameters(), {0.9, 0.99, 0.999, 0.8, 150});
   auto batch_loss = [&](int step, bool train) {
     const auto x =
@@ -140,7 +182,7 @@ TEST_CASE("LoTA: t-SignSGD fine-tuning lowers the loss", "[lota]") {
   for (int step = 0; step < 150; ++step) batch_loss(step, true);
   const double last = batch_loss(1000, false);
   INFO("loss " << first << " -> " << last);
-  CHECK(last < 0.5 * first);
+  CHECK(last < 0.43 * first);  // measured 0.0197 -> 0.00564 (0.29 of the start)
 }
 
 TEST_CASE("LoTA: ternary storage is 2 bits per value and round-trips", "[lota]") {
@@ -189,19 +231,12 @@ TEST_CASE("LoTA: markers from bit-plane popcounts match the integer definition",
     Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), rank, 22, omega);
     random_ternary(layer.a(), 23);
     random_ternary(layer.b(), 24);
-    const auto at = layer.a().to_int8(), bt = layer.b().to_int8();
-    const auto base = layer.base().unpack();
+    const auto want = reference_markers(layer, omega);
     const auto m = layer.markers();
     Index moved = 0;
-    for (Index i = 0; i < in; ++i) {
-      for (Index o = 0; o < out; ++o) {
-        int dw = 0;
-        for (int k = 0; k < rank; ++k) dw += at[i * rank + k] * bt[o * rank + k];
-        const int c = base.code(i, o), q = gsq::GseFormat<4>::kQMax;
-        const int want = dw > omega && c < q ? 1 : dw < -omega && c > -q ? -1 : 0;
-        REQUIRE(m[static_cast<std::size_t>(i * out + o)] == want);
-        moved += want != 0;
-      }
+    for (std::size_t k = 0; k < want.size(); ++k) {
+      REQUIRE(m[k] == want[k]);
+      moved += want[k] != 0;
     }
     CHECK(moved > 0);
   }
@@ -268,6 +303,7 @@ TEST_CASE("LoTA: dX is the same before and after the merge, and close to the exa
   const auto x = normal_vector(static_cast<std::size_t>(t * in), 52, 1.0f);
   const auto dy = normal_vector(static_cast<std::size_t>(t * out), 53, 1e-2f);
   Lota layer(MatrixRef<const float>::row_major(w.data(), in, out), 8, 54, 2.0);
+  random_ternary(layer.a(), 54);  // portable, unlike the layer's std::normal_distribution draw
   random_ternary(layer.b(), 55);
   REQUIRE(layer.markers() != std::vector<std::int8_t>(static_cast<std::size_t>(in * out), 0));
   const auto xr = MatrixRef<const float>::row_major(x.data(), t, in);
@@ -295,7 +331,7 @@ TEST_CASE("LoTA: dX is the same before and after the merge, and close to the exa
     }
   }
   INFO("relative error " << std::sqrt(err / norm));
-  REQUIRE(std::sqrt(err / norm) < 0.03);
+  REQUIRE(std::sqrt(err / norm) < 0.018);  // measured 0.0117
 }
 
 TEST_CASE("LoTA: the layer's memory is its packed base, 2-bit adapters and codes", "[lota]") {

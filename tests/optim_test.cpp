@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -37,13 +36,12 @@ struct Model {
   Model(std::vector<std::size_t> s, unsigned seed) : sizes(std::move(s)) {
     std::size_t n = 0;
     for (std::size_t k : sizes) n += k;
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
+    gsq::detail::Rng rng(seed);
     values.resize(n);
     grads.assign(n, 0.0f);
     targets.resize(n);
-    for (float& x : values) x = 0.1f * normal(rng);
-    for (float& x : targets) x = normal(rng);
+    for (float& x : values) x = rng.normal(0.1f);
+    for (float& x : targets) x = rng.normal();
   }
 
   std::vector<gsq::Parameter> params() {
@@ -115,14 +113,13 @@ struct ReferenceProblem {
   std::vector<std::vector<double>> grads;
 
   ReferenceProblem(std::size_t n, int steps, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> mag(0.5f, 2.0f);
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    for (std::size_t i = 0; i < n; ++i) p0.push_back((i % 2 ? -1.0 : 1.0) * mag(rng));
+    gsq::detail::Rng rng(seed);
+    for (std::size_t i = 0; i < n; ++i)
+      p0.push_back((i % 2 ? -1.0 : 1.0) * rng.uniform(0.5f, 2.0f));
     for (int t = 0; t < steps; ++t) {
       std::vector<double> g(n);
       for (std::size_t i = 0; i < n; ++i) {
-        const float x = normal(rng);
+        const float x = rng.normal();
         g[i] = i % 7 == 3 ? 1e-8f * x : (i % 11 == 5 ? 0.0f : x);  // exact floats
       }
       grads.push_back(g);
@@ -349,10 +346,9 @@ TEST_CASE("AdamW8bit: dynamic code maps and nearest-code search", "[optim]") {
   // Binary search == brute-force argmin of |x - entry| (first index on ties), on random
   // magnitudes over 9 decades, the entries themselves and the float midpoints between them.
   std::vector<float> xs;
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> decade(-9.0f, 0.1f);
+  gsq::detail::Rng rng(5);
   for (int i = 0; i < 20000; ++i) {
-    const float x = std::pow(10.0f, decade(rng));
+    const float x = std::pow(10.0f, rng.uniform(-9.0f, 0.1f));
     xs.push_back(i % 2 ? -x : x);
   }
   for (std::size_t i = 0; i < 256; ++i) {
@@ -407,21 +403,24 @@ TEST_CASE("AdamW8bit: tracks float AdamW on a quadratic and reduces the loss", "
     exact.step(schedule(t));
     quantized.step(schedule(t));
     if (t + 1 == 50 || t + 1 == 100) {
-      // Along the way too (measured ratios 8-bit / float: 0.89 at step 50, 0.85 at step 100).
+      // Along the way too: measured ratios 8-bit / float 0.87 at step 50 (AdamW 25.7,
+      // AdamW8bit 22.5) and 0.90 at step 100 (0.133, 0.121); the bounds allow 1.5x the largest
+      // measured deviation from 1.
       const double ratio = b.loss() / a.loss();
       INFO("step " << t + 1 << ": AdamW " << a.loss() << ", AdamW8bit " << b.loss());
-      REQUIRE(ratio > 0.5);
-      REQUIRE(ratio < 2.0);
+      REQUIRE(ratio > 0.8);
+      REQUIRE(ratio < 1.25);
     }
   }
   const double loss32 = a.loss(), loss8 = b.loss();
   INFO("initial loss " << initial << ", AdamW " << loss32 << ", AdamW8bit " << loss8);
-  // Measured: initial 6032, AdamW 3.11e-4, AdamW8bit 3.09e-4 (ratio 0.99; 0.80-0.96 for other
-  // seeds of an 8192-value variant).  Bounds with margin: both below 1e-6 * initial (measured
-  // 5.2e-8, so 19x margin), and 8-bit within 2x of float (2x margin).
-  REQUIRE(loss32 < 1e-6 * initial);
-  REQUIRE(loss8 < 1e-6 * initial);
-  REQUIRE(loss8 < 2.0 * loss32);
+  // Measured: initial 5948, AdamW 2.50e-4 (4.2e-8 of the initial loss), AdamW8bit 2.36e-4
+  // (4.0e-8; ratio 0.95).  Bounds at 1.5x: both below 6.3e-8 of the initial loss, and 8-bit
+  // within [0.8, 1.25] of float, as along the way.
+  REQUIRE(loss32 < 6.3e-8 * initial);
+  REQUIRE(loss8 < 6.3e-8 * initial);
+  REQUIRE(loss8 > 0.8 * loss32);
+  REQUIRE(loss8 < 1.25 * loss32);
   // The state really is quantized: the trajectories differ.
   REQUIRE(!same_bits(a.values, b.values));
 }
