@@ -14,6 +14,8 @@
 #include "gsq/detail/rng.hpp"
 #include "gsq/format.hpp"
 #include "gsq/half.hpp"
+#include "gsq/kernels/dispatch.hpp"
+#include "gsq/kernels/encode_scalar.hpp"
 #include "gsq/kernels/quantize_avx2.hpp"
 #include "gsq/kernels/quantize_avx512.hpp"
 #include "gsq/kernels/quantize_neon.hpp"
@@ -89,39 +91,23 @@ inline Isa conversion_kernel_isa(const std::optional<Isa>& requested) {
   }
 }
 
+/// The conversion kernels' ISAs (kernels/quantize_<isa>.hpp).
+template <typename F>
+auto dispatch_conversion(Isa isa, F&& f) {
+  return kernels::dispatch<Isa::kAvx2, Isa::kAvx512, Isa::kNeon>(isa, std::forward<F>(f));
+}
+
 template <int Bits, int GroupSize>
 LineQuantizeFn line_quantizer(Isa isa, Rounding rounding) noexcept {
-  switch (isa) {
-#if GSQ_X86
-    case Isa::kAvx2:
-      return line_quantizer_for<Bits, GroupSize, Isa::kAvx2>(rounding);
-    case Isa::kAvx512:
-      return line_quantizer_for<Bits, GroupSize, Isa::kAvx512>(rounding);
-#endif
-#if GSQ_ARM64
-    case Isa::kNeon:
-      return line_quantizer_for<Bits, GroupSize, Isa::kNeon>(rounding);
-#endif
-    default:
-      return line_quantizer_for<Bits, GroupSize, Isa::kScalar>(rounding);
-  }
+  return dispatch_conversion(isa, [rounding](auto tag) {
+    return line_quantizer_for<Bits, GroupSize, decltype(tag)::value>(rounding);
+  });
 }
 
 inline LineDequantizeFn line_dequantizer(Isa isa) noexcept {
-  switch (isa) {
-#if GSQ_X86
-    case Isa::kAvx2:
-      return &kernels::LineKernels<Isa::kAvx2>::dequantize;
-    case Isa::kAvx512:
-      return &kernels::LineKernels<Isa::kAvx512>::dequantize;
-#endif
-#if GSQ_ARM64
-    case Isa::kNeon:
-      return &kernels::LineKernels<Isa::kNeon>::dequantize;
-#endif
-    default:
-      return &kernels::LineKernels<Isa::kScalar>::dequantize;
-  }
+  return dispatch_conversion(isa, [](auto tag) -> LineDequantizeFn {
+    return &kernels::LineKernels<decltype(tag)::value>::dequantize;
+  });
 }
 
 /// Copies lines [first, first + count) of `src` into `out` (line k at out + k * stride, padded
@@ -246,7 +232,7 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
   for (const std::int16_t q : quantum) {
     if (q != kernels::kZeroGroup) q_max = std::max(q_max, int{q});
   }
-  const int offset = q_max == INT_MIN ? 0 : q_max - kMaxGroupExponent;
+  const int offset = kernels::tensor_offset(q_max);
   GSQ_DASSERT(q_max == INT_MIN || (offset >= GseFormat<Bits, GroupSize>::kMinOffset &&
                                    offset <= GseFormat<Bits, GroupSize>::kMaxOffset));
   dst.set_offset(offset);
@@ -259,17 +245,11 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
     const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
     for (Index g = 0; g < groups; ++g) {
       const int q = quantum[static_cast<std::size_t>(line * groups + g)];
-      std::uint8_t& e = dst.mutable_exponents()[line * groups + g];
-      if (q == kernels::kZeroGroup) {
-        e = 0;
-        ++st.zero_groups;
-        continue;
-      }
-      if (q >= offset) {
-        e = static_cast<std::uint8_t>(q - offset);
-        continue;
-      }
-      e = 0;
+      const kernels::GroupExponent ge =
+          kernels::group_exponent(q != kernels::kZeroGroup, q, offset);
+      dst.mutable_exponents()[line * groups + g] = ge.e;
+      st.zero_groups += ge.zero;
+      if (!ge.clamped) continue;
       ++st.clamped_groups;
       if (fetched_line != line) {
         detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded,

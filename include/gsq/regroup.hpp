@@ -10,6 +10,7 @@
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/rng.hpp"
 #include "gsq/format.hpp"
+#include "gsq/kernels/encode_scalar.hpp"
 #include "gsq/kernels/quantize_scalar.hpp"
 #include "gsq/tensor.hpp"
 
@@ -139,23 +140,18 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
   for (const int t : top) {
     if (t != INT_MIN) q_max = std::max(q_max, t - kFraction);
   }
-  const int offset = q_max == INT_MIN ? 0 : q_max - kMaxGroupExponent;
+  const int offset = kernels::tensor_offset(q_max);
   GSQ_CHECK(q_max == INT_MIN || (offset >= GseFormat<BitsOut, GroupSize>::kMinOffset &&
                                  offset <= GseFormat<BitsOut, GroupSize>::kMaxOffset),
             "regroup: the tensor's largest value needs an offset of ", offset,
             ", outside the format's range");
   dst.set_offset(offset);
   for (std::size_t g = 0; g < top.size(); ++g) {
-    std::uint8_t& e = dst.mutable_exponents()[g];
-    if (top[g] == INT_MIN) {
-      e = 0;
-      ++st.zero_groups;
-    } else if (top[g] - kFraction < offset) {
-      e = 0;
-      ++st.clamped_groups;
-    } else {
-      e = static_cast<std::uint8_t>(top[g] - kFraction - offset);
-    }
+    const kernels::GroupExponent ge = kernels::group_exponent(
+        top[g] != INT_MIN, top[g] == INT_MIN ? 0 : top[g] - kFraction, offset);
+    dst.mutable_exponents()[g] = ge.e;
+    st.zero_groups += ge.zero;
+    st.clamped_groups += ge.clamped;
   }
 
   // Pass 2: every code at its new quantum.

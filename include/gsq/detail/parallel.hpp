@@ -31,21 +31,29 @@ inline int threads_for(double work, int requested) noexcept {
   return work < threads * kWorkPerThread ? static_cast<int>(work / kWorkPerThread) : threads;
 }
 
-/// Runs body(i) for i in [0, n), split statically over `threads` OpenMP threads.  gsq starts no
-/// threads of its own: without OpenMP this is a loop.  Results never depend on the split, so
-/// translation units built with and without OpenMP compute the same values.
+/// Runs body(i, thread) for i in [0, n), split statically over `threads` OpenMP threads, where
+/// thread in [0, threads) is the index of the OpenMP thread that runs i (0 without OpenMP), so
+/// that each thread can use its own slot of a caller-owned buffer.  gsq starts no threads of its
+/// own: without OpenMP this is a loop.  Results never depend on the split, so translation units
+/// built with and without OpenMP compute the same values.
 template <typename Body>
-void parallel_for(Index n, int threads, Body&& body) {
+void parallel_for_slots(Index n, int threads, Body&& body) {
 #if defined(_OPENMP)
   if (threads > 1 && n > 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (Index i = 0; i < n; ++i) body(i);
+    for (Index i = 0; i < n; ++i) body(i, omp_get_thread_num());
     return;
   }
 #else
   (void)threads;
 #endif
-  for (Index i = 0; i < n; ++i) body(i);
+  for (Index i = 0; i < n; ++i) body(i, 0);
+}
+
+/// The same as body(i).
+template <typename Body>
+void parallel_for(Index n, int threads, Body&& body) {
+  parallel_for_slots(n, threads, [&body](Index i, int) { body(i); });
 }
 
 }  // namespace gsq::detail

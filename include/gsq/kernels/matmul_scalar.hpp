@@ -9,6 +9,7 @@
 
 #include "gsq/detail/cpu.hpp"
 #include "gsq/format.hpp"
+#include "gsq/kernels/panel.hpp"
 
 namespace gsq::kernels {
 
@@ -44,7 +45,8 @@ namespace gsq::kernels {
 // groups) and their group exponents; the driver copies a last partial block of rows into a
 // zero-padded scratch block, so a kernel always reads Mr rows.
 // B is packed into panels of Nr columns (columns past the matrix edge are zero), laid out in the
-// order the kernel consumes them.  For each group, one after the other:
+// order the kernel consumes them: one group block after the other (kernels/panel.hpp, whose
+// PanelBlock is the one writer of the layout):
 //   codes [G/4][Nr][4]: 4 consecutive K positions of each column together, stored as
 //                       u8 = code + 128 when the kernel's kBiasedRhs is true, else as int8;
 //   Nr int32:           (Eb + 127) << 23.
@@ -55,11 +57,6 @@ namespace gsq::kernels {
 // group, a * (b + 128) - 128 * sum(a) is exactly sum(a * b).  Codes are symmetric (|b| <= 127),
 // so b + 128 fits in u8; the driver computes the compensation -128 * sum(a) for each row and
 // group of A, and the int32 partial sums stay below G * 127 * 255 < 2^31 for every allowed G.
-
-/// Bytes of one group block of a B panel of nr columns.
-constexpr Index rhs_group_bytes(int group_size, int nr) noexcept {
-  return Index{group_size} * nr + 4 * Index{nr};
-}
 
 /// One call of a micro-kernel: the full K reduction of a rows x cols tile (rows <= Mr,
 /// cols <= Nr), written to C (row-major with leading dimension ldc) through the epilogue.

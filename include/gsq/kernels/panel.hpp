@@ -1,0 +1,59 @@
+// panel.hpp: the layout of a packed B panel (kernels/matmul_scalar.hpp) and its one writer.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "gsq/format.hpp"
+
+namespace gsq::kernels {
+
+/// Bytes of one group block of a B panel of nr columns: the codes, then one int32 per column.
+constexpr Index rhs_group_bytes(int group_size, int nr) noexcept {
+  return Index{group_size} * nr + 4 * Index{nr};
+}
+
+/// One group block of a B panel of nr columns, as every kernel reads it:
+///   codes [G/4][nr][4]  4 consecutive K positions of each column together, as u8 = code + 128
+///                       when `biased` (x86 VNNI's unsigned x signed dot product), else as int8;
+///   nr int32            (E + 127) << 23, the float bits of 2^E for the column's group exponent.
+/// Every operand source writes its panels through write_column / write_empty_column, so the
+/// layout lives here only.
+template <int GroupSize>
+struct PanelBlock {
+  std::uint8_t* data;  ///< the group block: rhs_group_bytes(GroupSize, nr) bytes
+  int nr;
+  bool biased;
+
+  /// Writes column l: its GroupSize codes (zero past K) and its group exponent.
+  void write_column(int l, const std::int8_t* codes, int exponent) const noexcept {
+    const std::uint32_t bias = biased ? 0x80808080u : 0u;  // + 128 bytewise: flip the sign bits
+    for (int s = 0; s < GroupSize / 4; ++s) {
+      std::uint32_t w;
+      std::memcpy(&w, codes + 4 * s, 4);
+      w ^= bias;
+      std::memcpy(data + (Index{s} * nr + l) * 4, &w, 4);
+    }
+    write_exponent(l, exponent);
+  }
+
+  /// Writes column l past the matrix edge: zero codes and exponent 0.
+  void write_empty_column(int l) const noexcept {
+    const std::uint32_t zero = biased ? 0x80808080u : 0u;
+    for (int s = 0; s < GroupSize / 4; ++s) std::memcpy(data + (Index{s} * nr + l) * 4, &zero, 4);
+    write_exponent(l, 0);
+  }
+
+ private:
+  void write_exponent(int l, int exponent) const noexcept {
+    const std::int32_t bits = (exponent + 127) << 23;
+    std::memcpy(data + Index{GroupSize} * nr + 4 * l, &bits, 4);
+  }
+};
+
+// The layout is part of the kernels' contract: pin it.
+static_assert(rhs_group_bytes(32, 32) == 32 * 32 + 32 * 4, "VNNI panel block: codes + exponents");
+static_assert(rhs_group_bytes(32, 8) == 288, "AVX2/NEON panel block");
+static_assert(sizeof(float) == sizeof(std::int32_t), "exponents are stored as float bit patterns");
+
+}  // namespace gsq::kernels

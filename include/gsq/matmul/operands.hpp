@@ -1,0 +1,281 @@
+// matmul/operands.hpp: the right operands the driver packs block by block (a GseView, a
+// bit-packed frozen weight, a weight regrouped on the fly) and the one packed ahead.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "gsq/detail/aligned.hpp"
+#include "gsq/detail/check.hpp"
+#include "gsq/detail/parallel.hpp"
+#include "gsq/kernels/encode_scalar.hpp"
+#include "gsq/kernels/panel.hpp"
+#include "gsq/matmul/options.hpp"
+#include "gsq/matmul/rhs_source.hpp"
+#include "gsq/regroup.hpp"
+#include "gsq/tensor.hpp"
+
+namespace gsq {
+namespace detail {
+
+/// B from a GseView (compute form) grouped along its rows.  Group by group, so that the block
+/// being written (G * nr bytes) stays in L1 while each column contributes its G contiguous codes.
+template <int Bits, int GroupSize>
+class ViewRhs final : public RhsSource<GroupSize> {
+ public:
+  explicit ViewRhs(const GseView<Bits, GroupSize>& b) : b_(b) {
+    this->k_ = b.rows();
+    this->n_ = b.cols();
+    this->offset_ = b.offset();
+  }
+  void pack(Index first, Index count, const PanelShape& shape, std::uint8_t* out) const override {
+    const Index block = kernels::rhs_group_bytes(GroupSize, shape.nr);
+    for (Index p = first; p < first + count; ++p) {
+      const Index col0 = p * shape.nr;
+      const Index cols = std::min<Index>(shape.nr, this->n_ - col0);
+      std::uint8_t* panel = out + (p - first) * this->panel_bytes(shape.nr);
+      for (Index g = 0; g < this->groups(); ++g) {
+        const kernels::PanelBlock<GroupSize> dst{panel + g * block, shape.nr, shape.biased_rhs};
+        for (int l = 0; l < shape.nr; ++l) {
+          if (l < cols) {
+            dst.write_column(l, b_.line_codes(col0 + l) + g * GroupSize,
+                             b_.line_exponents(col0 + l)[g]);
+          } else {
+            dst.write_empty_column(l);
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  GseView<Bits, GroupSize> b_;
+};
+
+}  // namespace detail
+
+/// B straight from bit-packed storage (a frozen 4-bit weight, K x N grouped along K): its
+/// panels are unpacked into the kernel layout block by block, so the weight never exists in
+/// int8.  Identical results to unpacking it and multiplying by the view.
+template <int Bits, int GroupSize>
+class PackedStorageRhs final : public RhsSource<GroupSize> {
+ public:
+  explicit PackedStorageRhs(const PackedGseTensor<Bits, GroupSize>& b) : b_(b) {
+    GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(), " grouped along ",
+              to_string(b.axis()),
+              ", but the right operand must be grouped along its rows (the reduction axis K)");
+    this->k_ = b.rows();
+    this->n_ = b.cols();
+    this->offset_ = b.offset();
+  }
+  void pack(Index first, Index count, const detail::PanelShape& shape,
+            std::uint8_t* out) const override {
+    const Index block = kernels::rhs_group_bytes(GroupSize, shape.nr);
+    const Index groups = this->groups();
+    std::vector<std::int8_t> line(static_cast<std::size_t>(groups * GroupSize), 0);
+    for (Index p = first; p < first + count; ++p) {
+      const Index col0 = p * shape.nr;
+      const Index cols = std::min<Index>(shape.nr, this->n_ - col0);
+      std::uint8_t* panel = out + (p - first) * this->panel_bytes(shape.nr);
+      // Column by column: decode its line once, then write it group block by group block.
+      for (int l = 0; l < shape.nr; ++l) {
+        if (l < cols) b_.codes_at(col0 + l, 0, this->k_, line.data());  // the padding stays 0
+        for (Index g = 0; g < groups; ++g) {
+          const kernels::PanelBlock<GroupSize> dst{panel + g * block, shape.nr, shape.biased_rhs};
+          if (l < cols) {
+            dst.write_column(l, line.data() + g * GroupSize, b_.exponent_at(col0 + l, g));
+          } else {
+            dst.write_empty_column(l);
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  const PackedGseTensor<Bits, GroupSize>& b_;
+};
+
+/// W^T as the right operand, for W (R x C) bit-packed and grouped along its rows: the product
+/// reduces over C, so W is regrouped along C to GSE-INT8 on the fly, tile by tile, as it is
+/// packed.  Bit-identical to matmul(A, regroup<8>(W.unpack(), Axis::kCols).view().transposed())
+/// (nearest-even), without ever holding the regrouped weight.  Construction scans W once for
+/// the new offset; keep the object while W is frozen (it refers to W).
+template <int Bits, int GroupSize>
+class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
+ public:
+  static constexpr int kFraction = GseFormat<8, GroupSize>::kFractionBits;
+
+  explicit TransposedRegroupedRhs(const PackedGseTensor<Bits, GroupSize>& w)
+      : TransposedRegroupedRhs(w, offset_of(w)) {}
+
+  /// With the offset offset_of(w) computed ahead (W is frozen: compute it once).
+  TransposedRegroupedRhs(const PackedGseTensor<Bits, GroupSize>& w, int offset) : w_(w) {
+    GSQ_CHECK(w.axis() == Axis::kRows, "matmul: W is ", w.rows(), "x", w.cols(), " grouped along ",
+              to_string(w.axis()),
+              "; the transposed-regrouped operand needs W grouped along its rows");
+    this->k_ = w.cols();
+    this->n_ = w.rows();
+    this->offset_ = offset;
+  }
+
+  /// The offset T of the regrouped GSE-INT8 weight (one scan of W); rejects corrupt codes.
+  static int offset_of(const PackedGseTensor<Bits, GroupSize>& w) {
+    int top = INT_MIN;
+    for (Index line = 0; line < w.lines(); ++line) {
+      for (Index pos = 0; pos < w.length(); ++pos) {
+        const int c = w.code_at(line, pos);
+        if (c != 0)
+          top = std::max(top,
+                         w.offset() + w.exponent_at(line, pos / GroupSize) + detail::code_log2(c));
+      }
+    }
+    return kernels::tensor_offset(top == INT_MIN ? INT_MIN : top - kFraction);
+  }
+
+  void pack(Index first, Index count, const detail::PanelShape& shape,
+            std::uint8_t* out) const override {
+    const int nr = shape.nr;
+    const Index block = kernels::rhs_group_bytes(GroupSize, nr);
+    // One tile at a time: GroupSize old lines (W's columns) x nr positions (W's rows).
+    std::vector<std::int8_t> codes(static_cast<std::size_t>(GroupSize * nr));
+    std::vector<int> quantum(static_cast<std::size_t>(GroupSize * nr));
+    std::array<std::int8_t, GroupSize> column{};
+    Index unused = 0;
+    for (Index p = first; p < first + count; ++p) {
+      const Index i0 = p * nr;  // new lines: rows of W
+      const Index cols = std::min<Index>(nr, this->n_ - i0);
+      std::uint8_t* panel = out + (p - first) * this->panel_bytes(nr);
+      for (Index g = 0; g < this->groups(); ++g) {
+        const Index o0 = g * GroupSize;  // new positions: columns of W (old lines)
+        const Index members = std::min<Index>(GroupSize, this->k_ - o0);
+        std::fill(codes.begin(), codes.end(), std::int8_t{0});
+        for (Index q = 0; q < members; ++q) {
+          std::int8_t* c = codes.data() + q * nr;
+          w_.codes_at(o0 + q, i0, cols, c);
+          int* s = quantum.data() + q * nr;
+          for (Index l = 0; l < cols; l += GroupSize - (i0 + l) % GroupSize) {
+            const int e = w_.offset() + w_.exponent_at(o0 + q, (i0 + l) / GroupSize);
+            const Index run = std::min<Index>(cols - l, GroupSize - (i0 + l) % GroupSize);
+            std::fill(s + l, s + l + run, e);
+          }
+        }
+        // Column by column (a new line of the panel): its group's exponent, as regroup()
+        // derives it (format.hpp, steps 1-3), then its codes at the new quantum.
+        const kernels::PanelBlock<GroupSize> dst{panel + g * block, nr, shape.biased_rhs};
+        constexpr int kNone = -100000;  // a zero code's log2: branch-free over the members
+        for (int l = 0; l < nr; ++l) {
+          int top = kNone;
+          for (Index q = 0; q < members && l < cols; ++q) {
+            const int c = codes[static_cast<std::size_t>(q * nr + l)];
+            top = std::max(top, quantum[static_cast<std::size_t>(q * nr + l)] + log2_or_none(c));
+          }
+          const int e = kernels::group_exponent(top >= kNone / 2, top - kFraction, this->offset_).e;
+          const int s_new = this->offset_ + e;
+          for (int q = 0; q < GroupSize; ++q) {
+            const int c = q < members ? codes[static_cast<std::size_t>(q * nr + l)] : 0;
+            const int s = quantum[static_cast<std::size_t>(q * nr + l)];
+            const int shift = s - s_new;
+            // shift >= 0: exact, no rounding (the common case; c == 0 gives 0 either way).
+            column[static_cast<std::size_t>(q)] = static_cast<std::int8_t>(
+                shift >= 0 ? c * (1 << std::min(shift, 24))
+                           : detail::reencode<8, Rounding::kNearestEven>(c, s, s_new, 0u, unused));
+          }
+          dst.write_column(l, column.data(), e);
+        }
+      }
+    }
+  }
+
+ private:
+  /// floor(log2|c|), or -100000 for c == 0, by table.
+  static int log2_or_none(int c) noexcept {
+    static constexpr auto kTable = [] {
+      std::array<int, 256> t{};
+      for (int v = -128; v < 128; ++v) {
+        const int m = v < 0 ? -v : v;
+        int l = -100000;
+        for (int b = 0; b < 8; ++b) {
+          if ((m >> b) != 0) l = b;
+        }
+        t[static_cast<std::size_t>(v + 128)] = l;
+      }
+      return t;
+    }();
+    return kTable[static_cast<std::size_t>(c + 128)];
+  }
+
+  const PackedGseTensor<Bits, GroupSize>& w_;
+};
+
+/// The right operand B (K x N, grouped along K) packed once for the matmul kernels, so a frozen
+/// weight is laid out for the kernel a single time and reused by every call.  Packing is for one
+/// ISA; matmul() with a different ISA rejects it.  Holds K * N code bytes (rounded up to whole
+/// panels of columns) plus 4 bytes per group and column.
+template <int GroupSize = 32>
+class PackedMatmulRhs final : public RhsSource<GroupSize> {
+ public:
+  PackedMatmulRhs() = default;
+
+  template <int Bits>
+  static PackedMatmulRhs pack(const GseView<Bits, GroupSize>& b,
+                              const MatmulOptions& options = {}) {
+    PackedMatmulRhs p;
+    p.assign(b, options);
+    return p;
+  }
+
+  /// Repacks from `b`, reusing this object's storage when it is large enough (a per-step
+  /// operand such as a regrouped weight or an adapter then costs no allocation).
+  template <int Bits>
+  void assign(const GseView<Bits, GroupSize>& b, const MatmulOptions& options = {}) {
+    GSQ_CHECK(b.axis() == Axis::kRows, "matmul: B is ", b.rows(), "x", b.cols(), " grouped along ",
+              to_string(b.axis()),
+              ", but the right operand must be grouped along its rows (the reduction axis K)");
+    assign(detail::ViewRhs<Bits, GroupSize>(b), options);
+  }
+
+  /// Packs any right operand (for example a bit-packed frozen weight, see rhs_of) ahead.
+  void assign(const RhsSource<GroupSize>& b, const MatmulOptions& options = {}) {
+    isa_ = detail::matmul_kernel_isa(options.isa);
+    shape_ = detail::panel_shape(isa_);
+    this->k_ = b.rows();
+    this->n_ = b.cols();
+    this->offset_ = b.offset();
+    const Index panels = (this->n_ + shape_.nr - 1) / shape_.nr;
+    data_.resize(static_cast<std::size_t>(panels * panel_bytes()));
+    detail::parallel_for(
+        panels,
+        detail::threads_for(static_cast<double>(this->k_) * static_cast<double>(this->n_),
+                            options.threads),
+        [&](Index j) { b.pack(j, 1, shape_, data_.data() + j * panel_bytes()); });
+  }
+
+  Isa isa() const noexcept { return isa_; }
+  /// Bytes of one panel of the kernel's kNr columns.
+  Index panel_bytes() const noexcept { return RhsSource<GroupSize>::panel_bytes(shape_.nr); }
+  const std::uint8_t* panel(Index p) const noexcept { return data_.data() + p * panel_bytes(); }
+  std::size_t bytes() const noexcept { return sizeof(*this) + data_.size(); }
+
+  void pack(Index first, Index count, const detail::PanelShape& shape,
+            std::uint8_t* out) const override {
+    GSQ_DASSERT(shape.nr == shape_.nr && shape.biased_rhs == shape_.biased_rhs);
+    (void)shape;
+    const auto bytes = static_cast<std::size_t>(count * panel_bytes());
+    if (bytes != 0) std::memcpy(out, panel(first), bytes);  // K = 0 or no panels: nothing held
+  }
+  const std::uint8_t* prepacked(Index p) const noexcept override { return panel(p); }
+  std::optional<Isa> packed_isa() const noexcept override { return isa_; }
+
+ private:
+  detail::AlignedVector<std::uint8_t> data_;
+  detail::PanelShape shape_;
+  Isa isa_ = Isa::kScalar;
+};
+
+}  // namespace gsq
