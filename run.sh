@@ -1,99 +1,65 @@
 #!/usr/bin/env bash
 # run.sh: the two commands the README names.
-#   ./run.sh demo [args...]      build (release) and run the demo, passing args through
+#   ./run.sh demo [args...]      build only the demo (workflow preset demo) and run it with args
 #   ./run.sh test                the CI matrix below, then a summary table (what .ci/run runs)
-#   ./run.sh test --quick        only the first configuration: cmake --workflow --preset test
+#   ./run.sh test --quick        only the first configuration (gcc: cmake --workflow --preset test)
 #   ./run.sh test <config>...    only the named configurations, e.g. ./run.sh test asan fuzz
-# Both first install whatever Debian packages are missing (apt-get, via sudo when not root).
+# Both first install the Debian packages that are missing: scripts/install-deps.sh, which also
+# runs alone.
 #
-# The matrix: each configuration is a CMake workflow preset (CMakePresets.json) building in
-# build/<preset>; they run in this order, and the command fails if any of them fails.
-#   gcc       GCC release: tests, benchmarks, examples, -Werror (cmake --workflow --preset test)
-#   clang     the same with Clang
-#   isa-caps  the gcc build's tests again under GSQ_ISA=avx2 (no AVX-512) and GSQ_ISA=scalar
-#   nosimd    the tests compiled with GSQ_DISABLE_SIMD (cmake -DGSQ_DISABLE_SIMD=ON: scalar only)
-#   asan      the tests under AddressSanitizer + UndefinedBehaviorSanitizer (Clang, -O1 -g)
-#   aarch64   cross-built for ARMv8.2-A+dotprod, run under qemu-aarch64 -cpu max
-#   fuzz      libFuzzer targets in tests/fuzz (Clang, ASan + UBSan), each fuzzed for
-#             GSQ_FUZZ_SECONDS (default 20; a CMake cache variable of the fuzz preset)
-# Every suite but fuzz also runs isa.report (which kernels ran, checked against the CPU's
-# features) and noexcept.abort (a -fno-exceptions program aborts with a "gsq:" message on a bad
-# call).
+# Each configuration is a workflow preset of CMakePresets.json, and its displayName says what it
+# proves (cmake --workflow --list-presets); MATRIX below only orders them. The command fails if
+# any configuration fails. The summary reads only files that the runs write:
+#   <build dir>/gsq-build-info.txt            the compiler (the configure step writes it)
+#   <build dir>/junit-<test preset>.xml       ctest's JUnit report, one per test step: the counts,
+#                                             the golden test's digests, libFuzzer's "Done N runs"
+#   <build dir>/isa-report-<test preset>.txt  isa.suite's line: the kernels the suite ran
+# The build directory and the test steps come from the workflow's own output.
 set -euo pipefail
 
-# The program `./run.sh demo` runs, relative to the release build directory.
-DEMO_TARGET="examples/finetune"
+# The matrix, in the order it runs: configuration names, each the name of its workflow preset
+# unless written name=preset.
+MATRIX=(gcc=test clang isa-caps nosimd asan aarch64 fuzz)
 
-# Debian packages the build needs. Each is installed only if dpkg says it is missing.
-PACKAGES=(build-essential cmake libeigen3-dev catch2 libbenchmark-dev libopenblas-dev)
-# And those the rest of the test matrix needs (not installed for `demo` or `test --quick`).
-MATRIX_PACKAGES=(clang libclang-rt-dev libomp-dev g++-aarch64-linux-gnu qemu-user)
-
-# The matrix, in order: configuration name, workflow preset, what it proves.
-CONFIGS=(gcc clang isa-caps nosimd asan aarch64 fuzz)
-declare -A WORKFLOW=([gcc]=test [clang]=clang [isa-caps]=isa-caps [nosimd]=nosimd [asan]=asan
-                     [aarch64]=aarch64 [fuzz]=fuzz)
-declare -A BUILD_OF=([gcc]=release [clang]=clang [isa-caps]=release [nosimd]=nosimd [asan]=asan
-                     [aarch64]=aarch64 [fuzz]=fuzz)
-declare -A ABOUT=(
-  [gcc]="release, every test + benchmarks/examples built, -Werror"
-  [clang]="release with Clang, every test"
-  [isa-caps]="gcc build's tests under GSQ_ISA=avx2 and GSQ_ISA=scalar"
-  [nosimd]="tests compiled with GSQ_DISABLE_SIMD (scalar kernels only)"
-  [asan]="tests under ASan + UBSan (Clang, -O1 -g, assertions on)"
-  [aarch64]="ARMv8.2-A+dotprod cross build, tests under qemu-aarch64 -cpu max"
-  [fuzz]="libFuzzer + ASan + UBSan, each target for GSQ_FUZZ_SECONDS"
-)
+# The workflow preset `./run.sh demo` runs, and its program, relative to the build directory.
+DEMO_PRESET="demo"
+DEMO_PROGRAM="examples/finetune"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-BUILD_DIR="${REPO_ROOT}/build/release"
 LOG_DIR="${REPO_ROOT}/build/ci-logs"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
 
+config_name() { printf '%s' "${1%%=*}"; }
+config_preset() { printf '%s' "${1#*=}"; }
+# is_config entry word: whether word names the MATRIX entry (its configuration or preset name).
+is_config() { [[ "$2" == "$(config_name "$1")" || "$2" == "$(config_preset "$1")" ]]; }
+config_names() {
+  local entry names=()
+  for entry in "${MATRIX[@]}"; do names+=("$(config_name "${entry}")"); done
+  printf '%s' "${names[*]}"
+}
+
 usage() {
+  local entry
   cat <<USAGE
-usage: ./run.sh demo [args...]      build in release mode and run ${DEMO_TARGET} with args
-       ./run.sh test                run the whole test matrix (what CI runs), then a summary:
-                                      ${CONFIGS[*]}
-       ./run.sh test --quick        only the GCC release suite (cmake --workflow --preset test)
+usage: ./run.sh demo [args...]      build only the demo (cmake --workflow --preset ${DEMO_PRESET})
+                                    and run ${DEMO_PROGRAM} with args (--help lists them)
+       ./run.sh test                run the whole test matrix (what CI runs), then a summary
+       ./run.sh test --quick        only the first configuration ($(config_name "${MATRIX[0]}"))
        ./run.sh test <config>...    only the named configurations, in matrix order
-Each configuration is a CMake workflow preset building in build/<preset>; run one by hand with
-cmake --workflow --preset <preset> (test, clang, isa-caps, nosimd, asan, aarch64, fuzz).
-Logs of a matrix run: build/ci-logs/<config>.log.
+The configurations and their workflow presets (cmake --workflow --preset <preset> runs one):
 USAGE
-}
-
-is_installed() {
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
-}
-
-# ensure_packages pkg...: installs the packages dpkg does not list as installed.
-ensure_packages() {
-  if ! command -v dpkg-query >/dev/null 2>&1; then
-    log "dpkg-query not found (not Debian/Ubuntu?): skipping package checks"
-    return
+  if command -v cmake >/dev/null 2>&1 && read_presets 2>/dev/null; then
+    for entry in "${MATRIX[@]}"; do
+      printf '  %-9s %-9s %s\n' "$(config_name "${entry}")" "$(config_preset "${entry}")" \
+        "${ABOUT[$(config_preset "${entry}")]:-}"
+    done
+  else
+    printf '  %s\n' "${MATRIX[@]}"
   fi
-  local missing=()
-  local pkg
-  for pkg in "$@"; do
-    is_installed "${pkg}" || missing+=("${pkg}")
-  done
-  if [[ ${#missing[@]} -eq 0 ]]; then
-    log "all required packages are installed"
-    return
-  fi
-  log "installing missing packages: ${missing[*]}"
-  local sudo=()
-  if [[ "$(id -u)" -ne 0 ]]; then
-    command -v sudo >/dev/null 2>&1 ||
-      die "not root and sudo is unavailable; install as root: apt-get install ${missing[*]}"
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
+  echo "Logs of a matrix run: build/ci-logs/<config>.log. Packages: scripts/install-deps.sh."
 }
 
 check_cmake() {
@@ -107,120 +73,162 @@ check_cmake() {
   fi
 }
 
-# The compiler a build directory was configured with, e.g. "g++ (Debian 12.2.0-14) 12.2.0".
-compiler_of() {
-  local info
-  info="$(ls "${REPO_ROOT}/build/$1"/CMakeFiles/*/CMakeCXXCompiler.cmake 2>/dev/null || true)"
-  info="${info%%$'\n'*}"  # the first, if several CMake versions configured this directory
-  [[ -n "${info}" ]] || return 0
-  local cxx
-  cxx="$(sed -n 's/^set(CMAKE_CXX_COMPILER "\(.*\)")$/\1/p' "${info}")"
-  if [[ -n "${cxx}" ]]; then
-    "${cxx}" --version 2>/dev/null | head -n1 || true
-  fi
-}
-
-# What a configuration's log says: ctest's counts, the kernels isa.report saw, fuzz runs.
-notes_of() {
-  local config="$1" log="${LOG_DIR}/$1.log"
-  [[ -f "${log}" ]] || return 0
-  local notes=()
-  local line
-  # ctest's counts, one per test step (isa-caps has two: GSQ_ISA=avx2, then GSQ_ISA=scalar).
-  local labels=()
-  if [[ "${config}" == isa-caps ]]; then labels=("GSQ_ISA=avx2: " "GSQ_ISA=scalar: "); fi
+# read_presets: fills ABOUT[preset] with the displayName of every workflow preset, from
+# `cmake --workflow --list-presets`, whose lines read:  "name" - displayName
+declare -A ABOUT=()
+read_presets() {
+  local listing line
+  listing="$(cd "${REPO_ROOT}" && cmake --workflow --list-presets)" || return 1
+  local re='^ +"([^"]+)"( +- (.*))?$'
   while IFS= read -r line; do
-    notes+=("${labels[${#notes[@]}]:-}${line}")
-  done < <(grep -Eo '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "${log}" |
-    sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+)/\2 tests, \1 failed/')
-  local testlog="${REPO_ROOT}/build/${BUILD_OF[${config}]}/Testing/Temporary/LastTest.log"
-  if [[ "${config}" != isa-caps && -f "${testlog}" && "${testlog}" -nt "${log}.start" ]]; then
-    line="$(grep -Eo -m1 'matmul: [a-z0-9-]+, conversion: [a-z0-9-]+' "${testlog}" || true)"
-    if [[ -n "${line}" ]]; then notes+=("${line}"); fi
-    # The golden test's digests: the same in every configuration, or the promise is broken.
-    line="$(grep -Eo -m1 'golden digests: LoRA 0x[0-9a-f]+, LoTA 0x[0-9a-f]+' "${testlog}" || true)"
-    if [[ -n "${line}" ]]; then notes+=("${line}"); fi
-    if [[ "${config}" == fuzz ]]; then
-      # "N/M Testing: fuzz.<target>" heads each test's output; libFuzzer ends with "Done N runs".
-      while IFS= read -r line; do notes+=("${line}"); done < <(
-        awk '/Testing: fuzz\./ { sub(/.*Testing: fuzz\./, ""); t = $0 }
-             /^Done [0-9]+ runs in/ { print t ": " $2 " runs in " $5 " s" }' "${testlog}")
-    fi
-  fi
-  local IFS=';'
-  printf '%s' "${notes[*]}" | sed 's/;/; /g'
+    if [[ "${line}" =~ ${re} ]]; then ABOUT["${BASH_REMATCH[1]}"]="${BASH_REMATCH[3]}"; fi
+  done <<<"${listing}"
+  [[ ${#ABOUT[@]} -gt 0 ]]
 }
 
-run_config() {
-  local config="$1"
-  local preset="${WORKFLOW[${config}]}"
-  local log="${LOG_DIR}/${config}.log"
-  log "[${config}] ${ABOUT[${config}]}: cmake --workflow --preset ${preset}"
-  : >"${log}.start"
+# run_workflow preset log: runs the workflow preset, its output both shown and kept in log.
+run_workflow() {
+  local status
   set +e
-  (cd "${REPO_ROOT}" && cmake --workflow --preset "${preset}") 2>&1 | tee "${log}"
-  local status=${PIPESTATUS[0]}
+  (cd "${REPO_ROOT}" && cmake --workflow --preset "$1") 2>&1 | tee "$2"
+  status=${PIPESTATUS[0]}
   set -e
   return "${status}"
 }
 
+# What a workflow's output says about its steps: the build directory its configure step wrote,
+# and the test presets of its test steps, in order.
+build_dir_of() {
+  sed -n 's/^-- Build files have been written to: //p' "$1" | tail -n1
+}
+test_presets_of() {
+  sed -n 's/^Executing workflow step [0-9]* of [0-9]*: test preset "\(.*\)"$/\1/p' "$1"
+}
+
+# junit_attribute file name: an attribute of the <testsuite> element of ctest's JUnit report.
+junit_attribute() {
+  sed -n "/<testsuite/,/>/ s/.*[[:space:]]$2=\"\([0-9]*\)\".*/\1/p" "$1" | head -n1
+}
+
+# notes_of log start-marker: the summary's lines for one configuration, read from the
+# files its run wrote (those older than start-marker are from an earlier run and are ignored).
+notes_of() {
+  local log="$1" start="$2"
+  local build line
+  build="$(build_dir_of "${log}")"
+  [[ -n "${build}" ]] || return 0
+  if [[ -f "${build}/gsq-build-info.txt" && "${build}/gsq-build-info.txt" -nt "${start}" ]]; then
+    grep -m1 '^compiler: ' "${build}/gsq-build-info.txt" || true
+  fi
+  local presets=() preset
+  mapfile -t presets < <(test_presets_of "${log}")
+  for preset in "${presets[@]}"; do
+    local label="" junit="${build}/junit-${preset}.xml" isa="${build}/isa-report-${preset}.txt"
+    if [[ ${#presets[@]} -gt 1 ]]; then label="[${preset}] "; fi
+    if [[ ! -f "${junit}" || ! "${junit}" -nt "${start}" ]]; then
+      printf '%sno test results (no fresh %s)\n' "${label}" "${junit#"${REPO_ROOT}/"}"
+      continue
+    fi
+    local tests failures skipped disabled
+    tests="$(junit_attribute "${junit}" tests)"
+    failures="$(junit_attribute "${junit}" failures)"
+    skipped="$(junit_attribute "${junit}" skipped)"
+    disabled="$(junit_attribute "${junit}" disabled)"
+    tests="${tests:-0}" failures="${failures:-0}" skipped="${skipped:-0}" disabled="${disabled:-0}"
+    printf '%stests: %d passed, %d skipped, %d failed' "${label}" \
+      $((tests - failures - skipped - disabled)) "${skipped}" "${failures}"
+    if [[ "${disabled}" -gt 0 ]]; then printf ', %d disabled' "${disabled}"; fi
+    printf ' (of %d)\n' "${tests}"
+    if [[ -f "${isa}" && "${isa}" -nt "${start}" ]]; then
+      line="$(grep -Eo -m1 'matmul: [a-z0-9-]+, conversion: [a-z0-9-]+' "${isa}" || true)"
+      if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
+    fi
+    # The golden test's digests: the same in every configuration, or the promise is broken.
+    line="$(grep -Eo -m1 'golden digests: LoRA 0x[0-9a-f]+, LoTA 0x[0-9a-f]+' "${junit}" || true)"
+    if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
+    # libFuzzer ends its output with "Done N runs in S second(s)".
+    awk -v label="${label}" '
+      /<testcase name="fuzz\./ { t = $0; sub(/.*<testcase name="fuzz\./, "", t); sub(/".*/, "", t) }
+      /(^|>)Done [0-9]+ runs in [0-9]+ second/ {
+        line = $0; sub(/.*Done /, "", line); split(line, w, " ")
+        printf "%sfuzz.%s: %s runs in %s s\n", label, t, w[1], w[4]
+      }' "${junit}"
+  done
+}
+
 cmd_test() {
-  local configs=()
+  local selected=()
   if [[ $# -eq 1 && "$1" == "--quick" ]]; then
-    configs=(gcc)
+    selected=("${MATRIX[0]}")
   elif [[ $# -eq 0 ]]; then
-    configs=("${CONFIGS[@]}")
+    selected=("${MATRIX[@]}")
   else
-    local c want
+    local want entry found
     for want in "$@"; do
-      if [[ -z "${WORKFLOW[${want}]+x}" ]]; then
-        die "unknown configuration '${want}' (known: ${CONFIGS[*]}, or --quick)"
-      fi
+      found=0
+      for entry in "${MATRIX[@]}"; do
+        if is_config "${entry}" "${want}"; then found=1; fi
+      done
+      [[ ${found} -eq 1 ]] ||
+        die "unknown configuration '${want}' (known: $(config_names), or --quick)"
     done
-    for c in "${CONFIGS[@]}"; do  # matrix order, whatever the order given
+    for entry in "${MATRIX[@]}"; do  # matrix order, whatever the order given
       for want in "$@"; do
-        if [[ "${want}" == "${c}" ]]; then configs+=("${c}"); fi
+        if is_config "${entry}" "${want}"; then selected+=("${entry}"); break; fi
       done
     done
   fi
 
-  if [[ "${configs[*]}" == gcc ]]; then
-    ensure_packages "${PACKAGES[@]}"
+  # The first configuration needs the release build's packages only; the others need more.
+  if [[ "${selected[*]}" == "${MATRIX[0]}" ]]; then
+    "${REPO_ROOT}/scripts/install-deps.sh" build
   else
-    ensure_packages "${PACKAGES[@]}" "${MATRIX_PACKAGES[@]}"
+    "${REPO_ROOT}/scripts/install-deps.sh" matrix
   fi
   check_cmake
+  read_presets || die "cmake --workflow --list-presets lists no workflow presets"
+  local entry preset
+  for entry in "${selected[@]}"; do
+    preset="$(config_preset "${entry}")"
+    [[ -n "${ABOUT[${preset}]+x}" ]] ||
+      die "MATRIX names workflow preset '${preset}', which CMakePresets.json lacks"
+  done
   mkdir -p "${LOG_DIR}"
 
   local start=${SECONDS}
-  local results=() seconds=() notes=() failed=0 config
-  for config in "${configs[@]}"; do
-    local t0=${SECONDS}
-    if run_config "${config}"; then
+  local results=() seconds=() notes=() failed=0
+  for entry in "${selected[@]}"; do
+    local config preset t0=${SECONDS}
+    config="$(config_name "${entry}")"
+    preset="$(config_preset "${entry}")"
+    local log="${LOG_DIR}/${config}.log"
+    log "[${config}] ${ABOUT[${preset}]}: cmake --workflow --preset ${preset}"
+    : >"${log}.start"
+    if run_workflow "${preset}" "${log}"; then
       results+=(passed)
     else
       results+=(FAILED)
       failed=1
     fi
     seconds+=($((SECONDS - t0)))
-    # Now, before a later configuration that shares the build (isa-caps) rewrites its ctest log.
-    notes+=("$(notes_of "${config}")")
+    notes+=("$(notes_of "${log}" "${log}.start")")
     log "[${config}] ${results[-1]} in ${seconds[-1]} s"
   done
 
   local total=$((SECONDS - start))
-  printf '\n==> test matrix summary (%d s = %dm%02ds; logs in build/ci-logs/)\n' \
+  printf '\n==> test matrix summary (%d s = %dm%02ds; logs in build/ci-logs/, JUnit reports in\n' \
     "${total}" $((total / 60)) $((total % 60))
-  printf '%-9s %-7s %7s  %s\n' configuration result seconds 'what ran'
-  local i
-  for i in "${!configs[@]}"; do
-    config="${configs[${i}]}"
-    printf '%-9s %-7s %7d  %s\n' "${config}" "${results[${i}]}" "${seconds[${i}]}" \
-      "${ABOUT[${config}]}"
-    local compiler
-    compiler="$(compiler_of "${BUILD_OF[${config}]}")"
-    if [[ -n "${compiler}" ]]; then printf '%26s%s\n' '' "compiler: ${compiler}"; fi
-    if [[ -n "${notes[${i}]}" ]]; then printf '%26s%s\n' '' "${notes[${i}]}"; fi
+  printf '    build/<configure preset>/junit-<test preset>.xml)\n'
+  printf '%-9s %-7s %7s  %s\n' config result seconds 'what ran'
+  local i line
+  for i in "${!selected[@]}"; do
+    local preset
+    preset="$(config_preset "${selected[${i}]}")"
+    printf '%-9s %-7s %7d  %s\n' "$(config_name "${selected[${i}]}")" "${results[${i}]}" \
+      "${seconds[${i}]}" "${ABOUT[${preset}]}"
+    while IFS= read -r line; do
+      if [[ -n "${line}" ]]; then printf '%27s%s\n' '' "${line}"; fi
+    done <<<"${notes[${i}]}"
   done
   if [[ ${failed} -ne 0 ]]; then
     printf '\nrun.sh: error: a configuration failed; see its log above or in build/ci-logs/\n' >&2
@@ -230,14 +238,19 @@ cmd_test() {
 }
 
 cmd_demo() {
-  ensure_packages "${PACKAGES[@]}"
+  "${REPO_ROOT}/scripts/install-deps.sh" build
   check_cmake
-  log "configure and build: cmake --workflow --preset demo"
-  cd "${REPO_ROOT}"
-  cmake --workflow --preset demo
-  local demo="${BUILD_DIR}/${DEMO_TARGET}"
+  mkdir -p "${LOG_DIR}"
+  local log="${LOG_DIR}/demo.log"
+  log "configure and build the demo: cmake --workflow --preset ${DEMO_PRESET}"
+  run_workflow "${DEMO_PRESET}" "${log}" || die "the demo did not build (log: ${log})"
+  local build
+  build="$(build_dir_of "${log}")"
+  [[ -n "${build}" ]] || die "no build directory in the output of the ${DEMO_PRESET} workflow"
+  local demo="${build}/${DEMO_PROGRAM}"
   [[ -x "${demo}" ]] || die "demo program ${demo} was not built"
-  log "running ${DEMO_TARGET} $*"
+  log "running ${DEMO_PROGRAM} $*"
+  cd "${REPO_ROOT}"
   "${demo}" "$@"
 }
 

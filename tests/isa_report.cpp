@@ -6,12 +6,15 @@
 // scalar reference)", after running the chosen conversion and matmul kernels on a small problem
 // with partial groups and edge tiles and comparing them bit for bit with the scalar reference.
 // Exits non-zero when a kernel differs from the reference or an ISA differs from the expected one.
+// With GSQ_ISA_REPORT_FILE set and not empty, it also writes that line to the named file.
 // ctest runs it natively, under GSQ_ISA caps and under qemu-aarch64 (tests/CMakeLists.txt).
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <gsq/detail/rng.hpp>
 #include <gsq/gsq.hpp>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -40,11 +43,10 @@ int main(int argc, char* argv[]) {
 
   // Shapes that leave partial groups (K = 100) and partial register tiles (M = 13, N = 21).
   constexpr gsq::Index kM = 13, kK = 100, kN = 21;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
+  gsq::detail::Rng rng(7);
   std::vector<float> a(kM * kK), b(kK * kN);
-  for (float& v : a) v = normal(rng);
-  for (float& v : b) v = normal(rng);
+  for (float& v : a) v = rng.normal();
+  for (float& v : b) v = rng.normal();
   const auto a_ref = gsq::MatrixRef<const float>::row_major(a.data(), kM, kK);
   const auto b_ref = gsq::MatrixRef<const float>::row_major(b.data(), kK, kN);
 
@@ -71,10 +73,23 @@ int main(int argc, char* argv[]) {
   const bool matmul_ok = std::memcmp(c_best.data(), c_scalar.data(), c_best.size() * 4) == 0;
 
   const bool ok = conversion_ok && matmul_ok;
-  std::printf("matmul: %s, conversion: %s (%s)\n", gsq::to_string(matmul_isa),
-              gsq::to_string(conversion_isa),
-              ok ? "both ran; bit-identical to the scalar reference"
-                 : "ran; DIFFERS from the scalar reference");
+  const std::string line = std::string("matmul: ") + gsq::to_string(matmul_isa) +
+                           ", conversion: " + gsq::to_string(conversion_isa) + " (" +
+                           (ok ? "both ran; bit-identical to the scalar reference"
+                               : "ran; DIFFERS from the scalar reference") +
+                           ")\n";
+  std::fputs(line.c_str(), stdout);
+  // The same line into GSQ_ISA_REPORT_FILE when set, for ./run.sh test's summary.
+  const char* report_file = std::getenv("GSQ_ISA_REPORT_FILE");
+  if (report_file != nullptr && *report_file != '\0') {
+    std::ofstream out(report_file);
+    out << line;
+    out.close();
+    if (!out) {
+      std::printf("error: cannot write GSQ_ISA_REPORT_FILE %s\n", report_file);
+      return 1;
+    }
+  }
   std::printf("cpu_supports:");
   for (gsq::Isa isa : {gsq::Isa::kScalar, gsq::Isa::kAvx2, gsq::Isa::kAvx512, gsq::Isa::kAvx512Vnni,
                        gsq::Isa::kNeon, gsq::Isa::kNeonDot}) {

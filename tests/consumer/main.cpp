@@ -1,11 +1,19 @@
-// main.cpp: a program that uses an installed gsq through find_package(gsq): quantize, pack,
-// unpack and dequantize one matrix, and check the result against the format's error bound.
+// main.cpp: a program that uses gsq from another project (an installed gsq through
+// find_package, or gsq's sources through add_subdirectory): quantize, pack, unpack and dequantize
+// one matrix, and check the result against the format's error bound and the header's version
+// against the one CMake reported.
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <gsq/gsq.hpp>
 #include <vector>
 
 int main() {
+  if (std::strcmp(gsq::kVersion, GSQ_CONSUMER_EXPECTED_VERSION) != 0) {
+    std::printf("consumer: the header says gsq %s, CMake said %s\n", gsq::kVersion,
+                GSQ_CONSUMER_EXPECTED_VERSION);
+    return 1;
+  }
   std::vector<float> x(8 * 40);
   for (std::size_t k = 0; k < x.size(); ++k) x[k] = std::sin(0.37f * static_cast<float>(k));
   const auto t =
