@@ -4,9 +4,10 @@
 // thread count; and the layer's outputs and gradients are memcmp-identical across conversion
 // ISA x matmul ISA x threads.
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
-#include <ios>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "catch.hpp"
@@ -107,17 +108,10 @@ gsq::LoraOptions lora_options(const Config& config) {
   return opt;
 }
 
-/// Five AdamW steps of a W4A8G8 LoRA layer; digests Y, dX, dA and dB of every step, then A
-/// and B.  A is drawn here, not by the layer (the layer's initialisation is not what this
-/// pins).
-std::uint64_t lora_run(const Problem& p, const Config& config) {
-  gsq::LoraLinear<4, 8, 8, 8, 32> layer(p.w_ref(), lora_options(config));
-  gsq::detail::Rng rng(20);
-  for (float& v : layer.a()) v = rng.uniform(-0.08f, 0.08f);
-  gsq::AdamW opt({{layer.a().data(), layer.grad_a().data(), layer.a().size()},
-                  {layer.b().data(), layer.grad_b().data(), layer.b().size()}},
-                 0.9f, 0.999f, 1e-8f, 0.01f);
-  Digest d;
+/// The problem's steps on a layer: forward, dY, backward, the digest of Y, dX, dA and dB, then
+/// update() (which may digest more).
+template <typename Layer, typename Update>
+void train(const Problem& p, Layer& layer, Digest& d, Update&& update) {
   std::vector<float> y(Problem::kTokens * Problem::kOut), dx(Problem::kTokens * Problem::kIn);
   for (int s = 0; s < Problem::kSteps; ++s) {
     layer.zero_grad();
@@ -131,15 +125,29 @@ std::uint64_t lora_run(const Problem& p, const Config& config) {
     d.add(dx);
     d.add(layer.grad_a());
     d.add(layer.grad_b());
-    opt.step(1e-2f);
+    update();
   }
+}
+
+/// Five AdamW steps of a W4A8G8 LoRA layer; digests every step, then A and B.  A is drawn
+/// here, not by the layer (the layer's initialisation is not what this pins).
+std::uint64_t lora_run(const Problem& p, const Config& config) {
+  gsq::LoraLinear<4, 8, 8, 8, 32> layer(p.w_ref(), lora_options(config));
+  gsq::detail::Rng rng(20);
+  for (float& v : layer.a()) v = rng.uniform(-0.08f, 0.08f);
+  gsq::AdamW opt({{layer.a().data(), layer.grad_a().data(), layer.a().size()},
+                  {layer.b().data(), layer.grad_b().data(), layer.b().size()}},
+                 0.9f, 0.999f, 1e-8f, 0.01f);
+  Digest d;
+  train(p, layer, d, [&] { opt.step(1e-2f); });
   d.add(layer.a());
   d.add(layer.b());
   return d.value();
 }
 
 /// Five t-SignSGD steps of a LoTA layer (omega 0 so that markers fire from the first step);
-/// digests Y, dX and the integer gradients of every step, then the ternary A and B.
+/// digests every step (with the gradients' exponent and the entries moved), then the ternary
+/// A and B.
 std::uint64_t lota_run(const Problem& p, const Config& config) {
   gsq::LotaLinear<4, 8, 8, 32> layer(p.w_ref(), lora_options(config), 0.0);
   gsq::detail::Rng rng(21);
@@ -151,28 +159,24 @@ std::uint64_t lota_run(const Problem& p, const Config& config) {
   schedule.total_steps = Problem::kSteps;
   gsq::TSignSgd<std::int64_t> opt(layer.parameters(), schedule);
   Digest d;
-  std::vector<float> y(Problem::kTokens * Problem::kOut), dx(Problem::kTokens * Problem::kIn);
   std::size_t changed = 0;
-  for (int s = 0; s < Problem::kSteps; ++s) {
-    layer.forward(MatrixRef<const float>::row_major(p.x[static_cast<std::size_t>(s)].data(),
-                                                    Problem::kTokens, Problem::kIn),
-                  MatrixRef<float>::row_major(y.data(), Problem::kTokens, Problem::kOut));
-    const std::vector<float> dy = p.grad(y);
-    layer.backward(MatrixRef<const float>::row_major(dy.data(), Problem::kTokens, Problem::kOut),
-                   MatrixRef<float>::row_major(dx.data(), Problem::kTokens, Problem::kIn));
-    d.add(y);
-    d.add(dx);
-    d.add(layer.grad_a());
-    d.add(layer.grad_b());
+  train(p, layer, d, [&] {
     d.add(layer.gradient_exponent());
     const std::size_t moved = opt.step();
     changed += moved;
     d.add(static_cast<std::int64_t>(moved));
-  }
+  });
   REQUIRE(changed > 0);  // the run trains, so the digest pins the update rule too
   d.add(layer.a().to_int8());
   d.add(layer.b().to_int8());
   return d.value();
+}
+
+/// A digest as 16 hex digits, as the constants are written.
+std::string hex16(std::uint64_t v) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(v));
+  return text;
 }
 
 std::vector<Isa> conversion_isas() {
@@ -190,13 +194,13 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
   const Problem p;
   const std::uint64_t lora = lora_run(p, {});
   const std::uint64_t lota = lota_run(p, {});
-  INFO("LoRA digest 0x" << std::hex << lora << ", LoTA digest 0x" << lota << std::dec
+  INFO("LoRA digest 0x" << hex16(lora) << ", LoTA digest 0x" << hex16(lota)
                         << " (conversion " << gsq::to_string(gsq::conversion_isa()) << ", matmul "
                         << gsq::to_string(gsq::matmul_isa()) << ")");
   CHECK(lora == kLoraDigest);
   CHECK(lota == kLotaDigest);
   // For ./run.sh test's summary, which shows each configuration's digests side by side.
-  WARN("golden digests: LoRA 0x" << std::hex << lora << ", LoTA 0x" << lota);
+  WARN("golden digests: LoRA 0x" << hex16(lora) << ", LoTA 0x" << hex16(lota));
   // And on every kernel pair and thread count of this machine.
   for (Isa conversion : conversion_isas()) {
     for (Isa matmul : gsq::test::matmul_isas()) {
