@@ -1,10 +1,14 @@
 // kernels_test.cpp: every SIMD conversion path against the scalar reference, bit for bit.
+#include <cstdlib>
 #include <cstring>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "catch.hpp"
 #include "gsq/convert.hpp"
 #include "reference.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -54,28 +58,27 @@ void require_same_as_scalar(Isa isa, Index rows, Index cols, std::uint32_t seed,
 
 }  // namespace
 
-TEST_CASE("SIMD conversion kernels are bit-identical to scalar", "[kernels]") {
-  const Isa isa = GENERATE(Isa::kAvx2, Isa::kAvx512, Isa::kNeon);
-  if (!gsq::cpu_supports(isa)) {  // not a skip: the other ISAs of this case still run
-    WARN(gsq::to_string(isa) << " is not available here; the aarch64 preset or GSQ_ISA covers it");
-    return;
+// One test case per ISA, so that an ISA this CPU lacks is reported as skipped, not as passed.
+TEMPLATE_TEST_CASE_SIG("SIMD conversion kernels are bit-identical to scalar", "[kernels]",
+                       ((Isa I), I), Isa::kAvx2, Isa::kAvx512, Isa::kNeon) {
+  if (!gsq::cpu_supports(I)) {
+    GSQ_SKIP(gsq::to_string(I) << " is not available on this CPU, or GSQ_ISA rules it out");
   }
   const Index n = GENERATE(1, 15, 16, 17, 31, 32, 33, 64, 255, 257);
-  require_same_as_scalar<8, 32>(isa, 7, n, static_cast<std::uint32_t>(n), -20, 20);
-  require_same_as_scalar<8, 32>(isa, n, 9, static_cast<std::uint32_t>(n + 1), -70, 70);
-  require_same_as_scalar<7, 16>(isa, 5, n, static_cast<std::uint32_t>(n + 2), -8, 8);
-  require_same_as_scalar<6, 64>(isa, 3, n, static_cast<std::uint32_t>(n + 3), -40, 40);
-  require_same_as_scalar<5, 32>(isa, 4, n, static_cast<std::uint32_t>(n + 4), -5, 5);
-  require_same_as_scalar<4, 128>(isa, 6, n, static_cast<std::uint32_t>(n + 5), -12, 12);
-  require_same_as_scalar<3, 32>(isa, 2, n, static_cast<std::uint32_t>(n + 6), -3, 3);
-  require_same_as_scalar<2, 256>(isa, 3, n, static_cast<std::uint32_t>(n + 7), -2, 2);
+  require_same_as_scalar<8, 32>(I, 7, n, static_cast<std::uint32_t>(n), -20, 20);
+  require_same_as_scalar<8, 32>(I, n, 9, static_cast<std::uint32_t>(n + 1), -70, 70);
+  require_same_as_scalar<7, 16>(I, 5, n, static_cast<std::uint32_t>(n + 2), -8, 8);
+  require_same_as_scalar<6, 64>(I, 3, n, static_cast<std::uint32_t>(n + 3), -40, 40);
+  require_same_as_scalar<5, 32>(I, 4, n, static_cast<std::uint32_t>(n + 4), -5, 5);
+  require_same_as_scalar<4, 128>(I, 6, n, static_cast<std::uint32_t>(n + 5), -12, 12);
+  require_same_as_scalar<3, 32>(I, 2, n, static_cast<std::uint32_t>(n + 6), -3, 3);
+  require_same_as_scalar<2, 256>(I, 3, n, static_cast<std::uint32_t>(n + 7), -2, 2);
 }
 
-TEST_CASE("SIMD kernels agree with scalar on every bf16 bit pattern", "[kernels]") {
-  const Isa isa = GENERATE(Isa::kAvx2, Isa::kAvx512, Isa::kNeon);
-  if (!gsq::cpu_supports(isa)) {  // not a skip: the other ISAs of this case still run
-    WARN(gsq::to_string(isa) << " is not available here; the aarch64 preset or GSQ_ISA covers it");
-    return;
+TEMPLATE_TEST_CASE_SIG("SIMD kernels agree with scalar on every bf16 bit pattern", "[kernels]",
+                       ((Isa I), I), Isa::kAvx2, Isa::kAvx512, Isa::kNeon) {
+  if (!gsq::cpu_supports(I)) {
+    GSQ_SKIP(gsq::to_string(I) << " is not available on this CPU, or GSQ_ISA rules it out");
   }
   std::vector<float> x(65536);
   for (std::uint32_t p = 0; p < 65536; ++p)
@@ -88,7 +91,7 @@ TEST_CASE("SIMD kernels agree with scalar on every bf16 bit pattern", "[kernels]
       opt.isa = Isa::kScalar;
       const auto src = MatrixRef<const float>::row_major(x.data(), 65536 / cols, cols);
       const auto s = gsq::quantize<8>(src, Axis::kCols, opt);
-      opt.isa = isa;
+      opt.isa = I;
       const auto v = gsq::quantize<8>(src, Axis::kCols, opt);
       REQUIRE(s.offset() == v.offset());
       for (Index i = 0; i < src.rows; ++i) {
@@ -98,20 +101,64 @@ TEST_CASE("SIMD kernels agree with scalar on every bf16 bit pattern", "[kernels]
   }
 }
 
-TEST_CASE("the ISA in use is reported and GSQ_ISA can only lower it", "[kernels]") {
-  const Isa best = gsq::conversion_isa();
-  INFO("conversion ISA: " << gsq::to_string(best));
-  REQUIRE(gsq::cpu_supports(best));
+namespace {
+
+constexpr Isa kAllIsas[] = {Isa::kScalar,     Isa::kAvx2, Isa::kAvx512,
+                            Isa::kAvx512Vnni, Isa::kNeon, Isa::kNeonDot};
+
+/// Whether GSQ_ISA = `env` (null: unset) allows `isa`, restated from cpu.hpp's contract: an
+/// unknown value is no cap; "scalar" allows only kScalar; any other cap names one architecture
+/// and allows kScalar plus that architecture's levels up to itself (x86: avx2 < avx512 <
+/// avx512-vnni; ARM: neon < neon-dotprod).
+bool cap_allows(const char* env, Isa isa) {
+  if (env == nullptr || isa == Isa::kScalar) return true;
+  const Isa* cap = nullptr;
+  for (const Isa& c : kAllIsas) {
+    if (std::strcmp(env, gsq::to_string(c)) == 0) cap = &c;
+  }
+  if (cap == nullptr) return true;  // unknown: no cap
+  if (*cap == Isa::kScalar) return false;
+  auto arm = [](Isa i) { return i == Isa::kNeon || i == Isa::kNeonDot; };
+  return arm(isa) == arm(*cap) && static_cast<int>(isa) <= static_cast<int>(*cap);
+}
+
+}  // namespace
+
+// GSQ_ISA is read once per process, so this test checks the cap this process runs under: none
+// in the default ctest run, avx2 and scalar in the isa-caps presets (release-avx2,
+// release-scalar), which rerun the whole suite.  ctest's isa.cap.* tests check from outside that
+// a cap changes the kernels that actually run (gsq_isa_report).
+TEST_CASE("cpu_supports and conversion_isa obey the GSQ_ISA of this process", "[kernels]") {
+  const char* env = std::getenv("GSQ_ISA");
+  INFO("GSQ_ISA = " << (env == nullptr ? "(unset)" : env));
+  for (Isa isa : kAllIsas) {
+    INFO(gsq::to_string(isa));
+    REQUIRE(gsq::cpu_supports(isa) ==
+            (gsq::detail::hardware_supports(isa) && cap_allows(env, isa)));
+  }
+  // The best conversion kernel allowed: AVX-512 (VNNI shares its kernel), AVX2, NEON, scalar.
+  Isa want = Isa::kScalar;
+  for (Isa isa : {Isa::kNeon, Isa::kAvx2, Isa::kAvx512}) {
+    if (gsq::detail::hardware_supports(isa) && cap_allows(env, isa)) want = isa;
+  }
+  INFO("conversion ISA: " << gsq::to_string(gsq::conversion_isa()));
+  REQUIRE(gsq::conversion_isa() == want);
   REQUIRE(gsq::cpu_supports(Isa::kScalar));
-#if defined(__aarch64__) && !defined(GSQ_DISABLE_SIMD)
-  if (gsq::cpu_supports(Isa::kNeon)) REQUIRE(best == Isa::kNeon);
-#endif
-  gsq::QuantizeOptions opt;
-  opt.isa = Isa::kNeonDot;
+  // An ISA that is not allowed is an error naming it; an allowed one converts.
   const float one = 1.0f;
-  if (!gsq::cpu_supports(Isa::kNeonDot)) {
-    REQUIRE_THROWS_AS(
-        gsq::quantize<8>(MatrixRef<const float>::row_major(&one, 1, 1), Axis::kCols, opt),
-        std::invalid_argument);
+  for (Isa isa : kAllIsas) {
+    gsq::QuantizeOptions opt;
+    opt.isa = isa;
+    auto convert = [&] {
+      (void)gsq::quantize<8>(MatrixRef<const float>::row_major(&one, 1, 1), Axis::kCols, opt);
+    };
+    if (gsq::cpu_supports(isa)) {
+      REQUIRE(gsq::test::error_message(convert) == "(no exception)");
+    } else {
+      const std::string message = gsq::test::error_message(convert);
+      INFO(message);
+      REQUIRE(gsq::test::contains(
+          message, std::string("conversion: ISA ") + gsq::to_string(isa) + " is not available"));
+    }
   }
 }

@@ -74,12 +74,9 @@ TEST_CASE("regroup equals quantizing the dequantized values, bit for bit", "[reg
 
 TEST_CASE("regroup into more bits is lossless when exponents are close", "[regroup]") {
   // Gaussian weights: groups along either axis have similar scales, so the 4-bit values fit
-  // 8-bit codes of the other grouping with no rounding at all, or lose at most a few.
+  // 8-bit codes of the other grouping with no rounding at all.
   const Index rows = 256, cols = 192;
-  std::mt19937 rng(3);
-  std::normal_distribution<float> normal;
-  std::vector<float> w(static_cast<std::size_t>(rows * cols));
-  for (auto& v : w) v = normal(rng);
+  const std::vector<float> w = gsq::test::normal_vector(static_cast<std::size_t>(rows * cols), 3);
   const auto w4 =
       gsq::quantize<4, 32>(MatrixRef<const float>::row_major(w.data(), rows, cols), Axis::kRows);
   const auto exact = gsq::dequantize(w4);
@@ -98,21 +95,20 @@ TEST_CASE("regroup into more bits is lossless when exponents are close", "[regro
   }
   INFO("values changed: 4->8 bits " << changed8 << ", 4->4 bits " << changed4 << " of "
                                     << exact.size());
-  // A group of 32 normal draws spans about 2 binades of maxima: 4 extra bits cover it.
-  CHECK(changed8 <= static_cast<Index>(exact.size()) / 1000);
-  CHECK(changed4 > static_cast<Index>(exact.size()) / 10);
+  // A group of 32 normal draws spans about 2 binades of maxima: 4 extra bits cover it, so no
+  // value changes (measured: 0).  At 4 bits many do (measured: 5229 of 49152, 10.6 %; the bound
+  // is 1.5x below that).
+  CHECK(changed8 == 0);
+  CHECK(changed4 > static_cast<Index>(exact.size()) / 15);
 }
 
 TEST_CASE("regrouped weight serves the transposed product", "[regroup]") {
   // dX = dY * W^T with W (in x out) grouped along in: regroup W along out, then W^T is the
   // right operand grouped along its rows.  Compare with quantizing W along out directly.
   const Index tokens = 24, in = 96, out = 80;
-  std::mt19937 rng(9);
-  std::normal_distribution<float> normal;
-  std::vector<float> w(static_cast<std::size_t>(in * out)),
-      dy(static_cast<std::size_t>(tokens * out));
-  for (auto& v : w) v = normal(rng);
-  for (auto& v : dy) v = normal(rng);
+  const std::vector<float> w = gsq::test::normal_vector(static_cast<std::size_t>(in * out), 9);
+  const std::vector<float> dy =
+      gsq::test::normal_vector(static_cast<std::size_t>(tokens * out), 10);
   const auto wq =
       gsq::quantize<4, 32>(MatrixRef<const float>::row_major(w.data(), in, out), Axis::kRows);
   const auto dyq =

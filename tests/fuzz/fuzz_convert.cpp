@@ -20,6 +20,7 @@
 #include <cstring>
 #include <gsq/gsq.hpp>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fuzz_common.hpp"
@@ -49,8 +50,28 @@ T load(const std::uint8_t* bytes, std::size_t n, std::size_t k) {
   return x;
 }
 
+/// Bits [bit, bit + width) of an LSB-first word stream, read one bit at a time (tensor.hpp's
+/// storage layout, restated independently of PackedGseTensor).
+std::uint64_t bits_at(const std::vector<std::uint64_t>& words, std::size_t bit, int width) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < width; ++i) {
+    const std::size_t b = bit + static_cast<std::size_t>(i);
+    v |= ((words[b / 64] >> (b % 64)) & 1u) << i;
+  }
+  return v;
+}
+
+/// Stored value k (line * length + pos) of a packed GSE-INT<Bits> tensor: Bits-bit two's
+/// complement at bits [k * Bits, (k + 1) * Bits).
+template <int Bits>
+int stored_code(const std::vector<std::uint64_t>& words, Index k) {
+  const auto raw = static_cast<int>(bits_at(words, static_cast<std::size_t>(k) * Bits, Bits));
+  return raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
+}
+
 struct Reference {
   bool throws = false;
+  std::string error;  ///< when it throws: what quantize must say (the first NaN/Inf in line order)
   std::vector<double> scaled;  ///< x / 2^s per padded position (0 for padding and zero groups)
   std::vector<std::uint8_t> exponents;
   int offset = 0;
@@ -79,6 +100,9 @@ Reference reference(gsq::MatrixRef<const T> src, Axis axis, gsq::NonFinitePolicy
         if (!std::isfinite(x)) {
           if (policy == gsq::NonFinitePolicy::kThrow) {
             r.throws = true;
+            r.error = std::string("quantize: ") + (std::isnan(x) ? "NaN" : "Inf") + " at row " +
+                      std::to_string(shape.row_of(line, p)) + ", column " +
+                      std::to_string(shape.col_of(line, p)) + " ";
             return r;
           }
           ++r.stats.non_finite;
@@ -212,8 +236,10 @@ void run(gsq::fuzz::Bytes& in) {
     gsq::ConversionStats stats;
     try {
       gsq::quantize_into(src, axis, t, options, &stats);
-    } catch (const std::invalid_argument&) {
+    } catch (const std::invalid_argument& e) {
       GSQ_FUZZ_EXPECT(ref.throws, "quantize threw std::invalid_argument for finite input");
+      GSQ_FUZZ_EXPECT(std::string(e.what()).find(ref.error) == 0,
+                      "quantize's error does not name the first NaN/Inf (kind, row, column)");
       continue;
     }
     GSQ_FUZZ_EXPECT(!ref.throws, "quantize accepted NaN/Inf under NonFinitePolicy::kThrow");
@@ -315,16 +341,45 @@ void run(gsq::fuzz::Bytes& in) {
         "PackedGseTensor::codes_at differs");
   }
 
-  // Corrupt storage: from_words either rejects it or yields a tensor that unpacks cleanly.
+  // Corrupt storage: from_words checks the count, the offset (both right here) and every code,
+  // so it must reject the words exactly when a code is the unused pattern -2^(Bits-1), naming
+  // the first; otherwise the tensor holds the corrupted bits, which unpack() returns as they are.
   if (corrupt && !packed.words().empty()) {
     std::vector<std::uint64_t> words = packed.words();
     words[options.seed % words.size()] ^= ~std::uint64_t{0} >> (options.seed % 64);
+    const Index len = view.length();
+    std::string unused;  // from_words's message for the first unused code, if any
+    for (Index k = 0; k < view.lines() * len && unused.empty(); ++k) {
+      if (stored_code<Bits>(words, k) == -(1 << (Bits - 1))) {
+        unused = "PackedGseTensor: corrupt code " + std::to_string(-(1 << (Bits - 1))) +
+                 " at row " + std::to_string(view.shape().row_of(k / len, k % len)) + ", column " +
+                 std::to_string(view.shape().col_of(k / len, k % len));
+      }
+    }
+    gsq::PackedGseTensor<Bits, GroupSize> p;
     try {
-      const auto p =
-          gsq::PackedGseTensor<Bits, GroupSize>::from_words(words, rows, cols, axis, view.offset());
-      const auto t = p.unpack();  // must not throw: from_words checked every code
-      (void)t;
-    } catch (const std::invalid_argument&) {
+      p = gsq::PackedGseTensor<Bits, GroupSize>::from_words(words, rows, cols, axis, view.offset());
+    } catch (const std::invalid_argument& e) {
+      GSQ_FUZZ_EXPECT(!unused.empty(), "from_words rejected words whose every code is valid");
+      GSQ_FUZZ_EXPECT(e.what() == unused, "from_words's error does not name the first bad code");
+      return;
+    }
+    GSQ_FUZZ_EXPECT(unused.empty(), "from_words accepted the unused code -2^(Bits-1)");
+    const auto t = p.unpack();  // from_words checked every code: must not throw
+    const auto tv = t.view();
+    const std::size_t exponent_base =
+        (static_cast<std::size_t>(view.lines() * len) * Bits + 63) / 64 * 64;
+    for (Index line = 0; line < tv.lines(); ++line) {
+      for (Index pos = 0; pos < tv.padded_length(); ++pos) {
+        const int want = pos < len ? stored_code<Bits>(words, line * len + pos) : 0;
+        GSQ_FUZZ_EXPECT(tv.line_codes(line)[pos] == want,
+                        "unpack() of corrupt words differs from the stored codes");
+      }
+      for (Index g = 0; g < tv.groups_per_line(); ++g) {
+        const auto k = static_cast<std::size_t>(line * tv.groups_per_line() + g);
+        GSQ_FUZZ_EXPECT(tv.line_exponents(line)[g] == bits_at(words, exponent_base + 5 * k, 5),
+                        "unpack() of corrupt words differs from the stored exponents");
+      }
     }
   }
 }

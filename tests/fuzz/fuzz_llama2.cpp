@@ -5,13 +5,15 @@
 //   mode even  the first 28 bytes are the header; the harness sizes the weights the way
 //              llama2.c's run.c lays them out and, when that is at most 1 MiB, fills them from the
 //              remaining bytes, so the fuzzer reaches well-formed files with odd shapes
-// parse() may throw std::invalid_argument (the documented error path) and nothing else. A file it
-// accepts must be readable through every accessor without leaving the buffer; a consistent file
-// of the run.c size must be accepted.
+// parse() must accept exactly the files whose header is valid and whose size is what run.c reads
+// for it (run_c_bytes below, restated from llama2.c), and reject the others with a "llama2: "
+// std::invalid_argument and nothing else.  A file it accepts must be readable through every
+// accessor without leaving the buffer, and the accessors must not throw.
 #include <cstdint>
 #include <cstring>
 #include <gsq/llama2.hpp>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fuzz_common.hpp"
@@ -41,13 +43,18 @@ void touch(const gsq::Llama2Weights& w) {
     for (int i = 0; i < c.dim; ++i) s += static_cast<double>(w.rms_att(l)[i] + w.rms_ffn(l)[i]);
   }
   for (int i = 0; i < c.dim; ++i) s += static_cast<double>(w.rms_final()[i]);
-  bool rejected = false;
-  try {
-    (void)w.wq(c.n_layers);
-  } catch (const std::invalid_argument&) {
-    rejected = true;
+  // Layers out of range are the one error an accessor reports.
+  for (const int l : {c.n_layers, -1}) {
+    std::string error = "(no exception)";
+    try {
+      (void)w.wq(l);
+    } catch (const std::invalid_argument& e) {
+      error = e.what();
+    }
+    GSQ_FUZZ_EXPECT(error == "llama2: layer " + std::to_string(l) + " out of range [0, " +
+                                 std::to_string(c.n_layers) + ")",
+                    "wq(l) for a layer out of range did not say so");
   }
-  GSQ_FUZZ_EXPECT(rejected, "wq(n_layers) did not throw std::invalid_argument");
   volatile double sink = s;
   (void)sink;
 }
@@ -87,13 +94,25 @@ std::uint64_t run_c_bytes(const std::int32_t h[7], std::uint64_t limit) {
   return floats * 4;
 }
 
-void parse(const std::vector<unsigned char>& image, bool must_accept) {
-  try {
-    const auto w = gsq::Llama2Weights::parse(image.data(), image.size());
-    touch(w);
-  } catch (const std::invalid_argument&) {
-    GSQ_FUZZ_EXPECT(!must_accept, "rejected a consistent llama2.c file of the run.c size");
+void parse(const std::vector<unsigned char>& image) {
+  std::uint64_t weights = 0;  // 0: the header is invalid or asks for more than the file holds
+  if (image.size() >= 28) {
+    std::int32_t h[7];
+    std::memcpy(h, image.data(), sizeof h);
+    weights = run_c_bytes(h, image.size() - 28);
   }
+  const bool consistent = weights != 0 && weights == image.size() - 28;
+  gsq::Llama2Weights w;
+  try {
+    w = gsq::Llama2Weights::parse(image.data(), image.size());
+  } catch (const std::invalid_argument& e) {
+    GSQ_FUZZ_EXPECT(!consistent, "rejected a consistent llama2.c file of the run.c size");
+    GSQ_FUZZ_EXPECT(std::string(e.what()).rfind("llama2: ", 0) == 0,
+                    "a rejection does not say it is the llama2 reader's");
+    return;
+  }
+  GSQ_FUZZ_EXPECT(consistent, "accepted a bad header or a file not of the run.c size");
+  touch(w);  // outside the try: nothing an accepted file offers may throw
 }
 
 }  // namespace
@@ -104,14 +123,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // A copy of exactly the bytes given, so that reads past the end are caught by ASan.
   std::vector<unsigned char> image(in.rest(), in.rest() + in.remaining());
   if (mode % 2 == 1 || image.size() < 28) {
-    parse(image, false);
+    parse(image);
     return 0;
   }
   std::int32_t h[7];
   std::memcpy(h, image.data(), sizeof h);
   const std::uint64_t weights = run_c_bytes(h, std::uint64_t{1} << 20);
   if (weights == 0) {
-    parse(image, false);
+    parse(image);
     return 0;
   }
   const std::vector<unsigned char> source(image.begin() + 28, image.end());
@@ -119,6 +138,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (std::uint64_t i = 0; i < weights; ++i) {
     image[28 + i] = source.empty() ? 0 : source[i % source.size()];
   }
-  parse(image, true);
+  parse(image);  // consistent by construction: must be accepted
   return 0;
 }

@@ -10,11 +10,14 @@
 //                reject it); otherwise it is replaced by 0 so that most inputs reach the matmul
 //         bit 3  beta = 1 (accumulate into C) instead of 0
 //         bit 4  GSE-INT8 storage instead of GSE-INT4
-// from_words may throw std::invalid_argument (the documented error path) and nothing else.
+// from_words must reject exactly the bad offsets, word counts and codes, naming the first (and
+// throw nothing but std::invalid_argument); what it accepts unpacks, without throwing, to the
+// stored bits.
 #include <cstdint>
 #include <cstring>
 #include <gsq/gsq.hpp>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "fuzz_common.hpp"
@@ -35,6 +38,24 @@ std::vector<float> floats_from(gsq::fuzz::Bytes& in, Index count, std::uint32_t 
     x = static_cast<float>(static_cast<std::int32_t>(state >> 8) % 2001 - 1000) / 64.0f;
   }
   return v;
+}
+
+/// Bits [bit, bit + width) of an LSB-first word stream, read one bit at a time (tensor.hpp's
+/// storage layout, restated independently of PackedGseTensor).
+std::uint64_t bits_at(const std::vector<std::uint64_t>& words, std::size_t bit, int width) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < width; ++i) {
+    const std::size_t b = bit + static_cast<std::size_t>(i);
+    v |= ((words[b / 64] >> (b % 64)) & 1u) << i;
+  }
+  return v;
+}
+
+/// Stored value i of a packed GSE-INT<Bits> tensor, sign-extended.
+template <int Bits>
+int stored_code(const std::vector<std::uint64_t>& words, Index i) {
+  const auto raw = static_cast<int>(bits_at(words, static_cast<std::size_t>(i) * Bits, Bits));
+  return raw >= (1 << (Bits - 1)) ? raw - (1 << Bits) : raw;
 }
 
 void expect_equal(const std::vector<float>& a, const std::vector<float>& b, const char* what) {
@@ -83,16 +104,48 @@ void run(gsq::fuzz::Bytes& in) {
     }
   }
 
+  // What from_words must say, checking the offset, then the word count, then each code in
+  // storage order (value i is row i % K, column i / K of the K x N tensor grouped along K).
+  std::string reason;
+  if (bad_offset) {
+    reason = "PackedGseTensor: exponent offset " + std::to_string(offset) + " is outside [";
+  } else if (bad_count) {
+    reason = "PackedGseTensor: a " + std::to_string(k) + "x" + std::to_string(n) +
+             " tensor needs " + std::to_string(words.size() - 1) + " words, got " +
+             std::to_string(words.size());
+  } else {
+    for (Index i = 0; i < k * n && reason.empty(); ++i) {
+      if (stored_code<Bits>(words, i) == -(1 << (Bits - 1))) {
+        reason = "PackedGseTensor: corrupt code " + std::to_string(-(1 << (Bits - 1))) +
+                 " at row " + std::to_string(i % k) + ", column " + std::to_string(i / k);
+      }
+    }
+  }
   Packed b;
   try {
     b = Packed::from_words(words, k, n, Axis::kRows, offset);
-  } catch (const std::invalid_argument&) {
-    GSQ_FUZZ_EXPECT(bad_offset || bad_count || keep_minus8,
-                    "from_words rejected a well-formed tensor");
+  } catch (const std::invalid_argument& e) {
+    GSQ_FUZZ_EXPECT(!reason.empty(), "from_words rejected a well-formed tensor");
+    GSQ_FUZZ_EXPECT(std::string(e.what()).rfind(reason, 0) == 0,
+                    "from_words's error is not the first problem of the words");
     return;
   }
-  GSQ_FUZZ_EXPECT(!bad_offset && !bad_count, "from_words accepted a bad offset or word count");
+  GSQ_FUZZ_EXPECT(reason.empty(), "from_words accepted a bad offset, word count or code");
   const auto unpacked = b.unpack();  // from_words checked every code: must not throw
+  // The unpacked tensor holds the stored bits (tensor.hpp's layout, read independently).
+  const auto uv = unpacked.view();
+  const std::size_t exponent_base = code_words * 64;
+  for (Index line = 0; line < uv.lines(); ++line) {
+    for (Index pos = 0; pos < uv.padded_length(); ++pos) {
+      const int want = pos < k ? stored_code<Bits>(words, line * k + pos) : 0;
+      GSQ_FUZZ_EXPECT(uv.line_codes(line)[pos] == want, "unpack() differs from the stored codes");
+    }
+    for (Index g = 0; g < uv.groups_per_line(); ++g) {
+      const auto e = static_cast<std::size_t>(line * uv.groups_per_line() + g);
+      GSQ_FUZZ_EXPECT(uv.line_exponents(line)[g] == bits_at(words, exponent_base + 5 * e, 5),
+                      "unpack() differs from the stored exponents");
+    }
+  }
 
   // C = alpha * A * B + beta * C, from packed storage and from the unpacked tensor.
   const std::vector<float> a = floats_from(in, m * k, 1);
