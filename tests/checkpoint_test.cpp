@@ -1,6 +1,6 @@
 // checkpoint_test.cpp: the checkpoint container: round trip, and rejection of every truncation
 // and every corrupted byte.
-#include "gsq/checkpoint.hpp"
+#include "gsq/io/checkpoint.hpp"
 
 #include <cstdio>
 #include <cstring>

@@ -1,6 +1,6 @@
 // llama2_test.cpp: the llama2.c checkpoint reader on generated images and, when present, the
 // real stories260K.bin.
-#include "gsq/llama2.hpp"
+#include "gsq/models/llama/weights.hpp"
 
 #include <cstring>
 #include <fstream>

@@ -1,6 +1,6 @@
 // llama2_train_test.cpp: the LoRA llama2 model's gradients against finite differences, and a
 // few fine-tuning steps in GSE mode.
-#include "gsq/llama2_train.hpp"
+#include "gsq/models/llama/lora_model.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "gsq/llama2_run.hpp"
+#include "gsq/models/llama/runner.hpp"
 #include "gsq/optim.hpp"
 
 namespace {

@@ -1,6 +1,6 @@
 // lora_test.cpp: the LoRA layer's gradients against finite differences and a double-precision
 // implementation, its reproducibility and its memory accounting.
-#include "gsq/lora.hpp"
+#include "gsq/nn/lora.hpp"
 
 #include <cmath>
 #include <cstring>

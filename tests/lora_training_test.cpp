@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "gsq/checkpoint.hpp"
-#include "gsq/lora.hpp"
+#include "gsq/io/checkpoint.hpp"
+#include "gsq/nn/lora.hpp"
 #include "gsq/optim.hpp"
 
 namespace {

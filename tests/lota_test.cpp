@@ -1,6 +1,6 @@
 // lota_test.cpp: LoTA-QAF: markers stay on the grid, the merge is exact, the quantile is right,
 // and t-SignSGD lowers a loss.
-#include "gsq/lota.hpp"
+#include "gsq/nn/lota.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -11,7 +11,7 @@
 // it accepts must be readable without going out of bounds.
 #include <cstdint>
 #include <cstring>
-#include <gsq/checkpoint.hpp>
+#include <gsq/io/checkpoint.hpp>
 #include <map>
 #include <stdexcept>
 #include <string>

@@ -10,7 +10,7 @@
 // of the run.c size must be accepted.
 #include <cstdint>
 #include <cstring>
-#include <gsq/llama2.hpp>
+#include <gsq/models/llama/weights.hpp>
 #include <stdexcept>
 #include <vector>
 

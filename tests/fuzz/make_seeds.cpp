@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <gsq/checkpoint.hpp>
+#include <gsq/io/checkpoint.hpp>
 #include <gsq/half.hpp>
 #include <limits>
 #include <string>

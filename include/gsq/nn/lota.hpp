@@ -10,8 +10,8 @@
 
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
-#include "gsq/lora.hpp"
 #include "gsq/matmul.hpp"
+#include "gsq/nn/lora.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
 
@@ -30,7 +30,7 @@ namespace gsq {
 // at the base model's cost.  The optional offset mu of the paper (a per-group float shift) is
 // not stored: it is the one part that is not lossless, and gsq keeps the merge exact.
 //
-// Backward: dL/dX = dY W_eff^T (W_eff regrouped along out in integers, as in lora.hpp).
+// Backward: dL/dX = dY W_eff^T (W_eff regrouped along out in integers, as in nn/lora.hpp).
 // The adapters get the straight-through gradient G = s * (X^T dY) with respect to dW (the
 // threshold passes gradients as if M = dW / omega; the constant 1 / omega does not matter to
 // the sign-based optimizer): dA = (G B)^T, dB = G^T A^T.  X^T dY reduces over tokens, so both

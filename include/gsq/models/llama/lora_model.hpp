@@ -1,4 +1,4 @@
-// llama2_train.hpp: forward and backward of a llama2.c model over a token sequence, with every
+// lora_model.hpp: forward and backward of a llama2.c model over a token sequence, with every
 // linear layer (wq, wk, wv, wo, w1, w2, w3) a gsq LoRA layer on a frozen low-bit base.
 #pragma once
 
@@ -8,14 +8,14 @@
 #include <vector>
 
 #include "gsq/detail/check.hpp"
-#include "gsq/llama2.hpp"
-#include "gsq/lora.hpp"
+#include "gsq/models/llama/weights.hpp"
+#include "gsq/nn/lora.hpp"
 #include "gsq/optim.hpp"
 
 namespace gsq {
 
 // What runs where
-//   Linear layers: LoraLinear (GSE, float or FP8 mode, see lora.hpp): every matmul of their
+//   Linear layers: LoraLinear (GSE, float or FP8 mode, see nn/lora.hpp): every matmul of their
 //   forward and backward is integer in GSE mode.  The non-linear parts stay float32: RMSNorm,
 //   RoPE, causal grouped-query attention (scores, softmax, weighted values), SwiGLU, the tied
 //   classifier (the frozen token embedding, as llama2.c shares it) and cross-entropy.  They are

@@ -1,4 +1,4 @@
-// llama2_run.hpp: exact fp32 inference of a llama2.c checkpoint, operation for operation as
+// runner.hpp: exact fp32 inference of a llama2.c checkpoint, operation for operation as
 // llama2.c's run.c computes it (same float operations in the same order), so greedy decoding
 // reproduces its output token for token.
 #pragma once
@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "gsq/detail/check.hpp"
-#include "gsq/llama2.hpp"
+#include "gsq/models/llama/weights.hpp"
 
 namespace gsq {
 

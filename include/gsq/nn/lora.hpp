@@ -9,12 +9,12 @@
 #include <string>
 #include <vector>
 
-#include "gsq/checkpoint.hpp"
+#include "gsq/baselines/fp8.hpp"
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/gemm_f32.hpp"
 #include "gsq/detail/rng.hpp"
-#include "gsq/fp8.hpp"
+#include "gsq/io/checkpoint.hpp"
 #include "gsq/matmul.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"

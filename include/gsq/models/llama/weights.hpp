@@ -1,4 +1,4 @@
-// llama2.hpp: a hardened reader for llama2.c checkpoints (karpathy/llama2.c "legacy" format).
+// weights.hpp: a hardened reader for llama2.c checkpoints (karpathy/llama2.c "legacy" format).
 #pragma once
 
 #include <algorithm>
