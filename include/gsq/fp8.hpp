@@ -1,0 +1,4 @@
+// fp8.hpp: deprecated since 0.2, removed in 0.3; include <gsq/baselines/fp8.hpp> instead.
+#pragma once
+
+#include "gsq/baselines/fp8.hpp"
