@@ -1,4 +1,5 @@
-// checkpoint.hpp: deprecated since 0.2, removed in 0.3; include <gsq/io/checkpoint.hpp> instead.
+// checkpoint.hpp: deprecated since 0.2, removed in 0.3; include <gsq/io/checkpoint.hpp> (the
+// format) or <gsq/io/checkpoint_file.hpp> (files) instead.
 #pragma once
 
-#include "gsq/io/checkpoint.hpp"
+#include "gsq/io/checkpoint_file.hpp"

@@ -37,6 +37,7 @@
 
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/fp.hpp"
+#include "gsq/io/byte_io.hpp"
 
 namespace gsq {
 
@@ -145,7 +146,7 @@ inline constexpr std::uint32_t kOptimizerStateVersion = 1;
 namespace detail {
 
 // ---------------------------------------------------------------------------------------------
-// State blobs: little-endian writing and bounds-checked reading
+// State blobs (written and read by io/byte_io.hpp)
 // ---------------------------------------------------------------------------------------------
 
 enum class OptimizerTag : std::uint32_t { kSgd = 1, kAdamW = 2, kAdamW8bit = 3 };
@@ -163,82 +164,6 @@ inline const char* to_string(OptimizerTag tag) noexcept {
 }
 
 inline constexpr std::uint8_t kStateMagic[4] = {'G', 'S', 'Q', 'O'};
-
-inline void put_u32(std::vector<std::uint8_t>& out, std::uint32_t x) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(x >> (8 * i)));
-}
-
-inline void put_u64(std::vector<std::uint8_t>& out, std::uint64_t x) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::uint8_t>(x >> (8 * i)));
-}
-
-inline void put_floats(std::vector<std::uint8_t>& out, const float* x, std::size_t n) {
-  static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559,
-                "state blobs store IEEE binary32 floats");
-  out.reserve(out.size() + 4 * n);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &x[i], 4);
-    put_u32(out, bits);
-  }
-}
-
-inline void put_bytes(std::vector<std::uint8_t>& out, const std::uint8_t* x, std::size_t n) {
-  out.insert(out.end(), x, x + n);
-}
-
-/// Reads a state blob front to back; every read checks the remaining length first.
-class StateReader {
- public:
-  StateReader(const char* who, const std::uint8_t* data, std::size_t size)
-      : who_(who), data_(data), size_(size) {
-    GSQ_CHECK(data != nullptr || size == 0, who, ": state blob is null but its size is ", size);
-  }
-
-  std::size_t remaining() const noexcept { return size_ - pos_; }
-  std::size_t size() const noexcept { return size_; }
-
-  std::uint32_t u32(const char* what) {
-    need(4, what);
-    std::uint32_t x = 0;
-    for (int i = 0; i < 4; ++i) x |= static_cast<std::uint32_t>(data_[pos_ + i]) << (8 * i);
-    pos_ += 4;
-    return x;
-  }
-
-  std::uint64_t u64(const char* what) {
-    need(8, what);
-    std::uint64_t x = 0;
-    for (int i = 0; i < 8; ++i) x |= static_cast<std::uint64_t>(data_[pos_ + i]) << (8 * i);
-    pos_ += 8;
-    return x;
-  }
-
-  void floats(float* dst, std::size_t n, const char* what) {
-    need(4 * n, what);
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint32_t bits = u32(what);
-      std::memcpy(&dst[i], &bits, 4);
-    }
-  }
-
-  void bytes(std::uint8_t* dst, std::size_t n, const char* what) {
-    need(n, what);
-    if (n > 0) std::memcpy(dst, data_ + pos_, n);
-    pos_ += n;
-  }
-
- private:
-  void need(std::size_t n, const char* what) const {
-    GSQ_CHECK(n <= remaining(), who_, ": state blob is truncated: ", what, " needs ", n,
-              " bytes at offset ", pos_, " but the blob has ", size_, " bytes");
-  }
-
-  const char* who_;
-  const std::uint8_t* data_;
-  std::size_t size_;
-  std::size_t pos_ = 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Shared optimizer plumbing
@@ -275,20 +200,22 @@ class OptimizerBase {
 
   /// Magic, tag, version and step counter.
   void put_header(std::vector<std::uint8_t>& out, OptimizerTag tag) const {
-    put_bytes(out, kStateMagic, 4);
-    put_u32(out, static_cast<std::uint32_t>(tag));
-    put_u32(out, kOptimizerStateVersion);
-    put_u64(out, static_cast<std::uint64_t>(steps_));
+    ByteWriter w(out);
+    w.bytes(kStateMagic, 4);
+    w.u32(static_cast<std::uint32_t>(tag));
+    w.u32(kOptimizerStateVersion);
+    w.u64(static_cast<std::uint64_t>(steps_));
   }
 
   /// Parameter count and sizes.
   void put_sizes(std::vector<std::uint8_t>& out) const {
-    put_u64(out, params_.size());
-    for (const Parameter& p : params_) put_u64(out, p.size);
+    ByteWriter w(out);
+    w.u64(params_.size());
+    for (const Parameter& p : params_) w.u64(p.size);
   }
 
   /// Checks magic, tag and version; returns the step counter.
-  static std::int64_t read_header(StateReader& in, const char* who, OptimizerTag tag) {
+  static std::int64_t read_header(ByteReader& in, const char* who, OptimizerTag tag) {
     std::uint8_t magic[4];
     in.bytes(magic, 4, "the magic");
     GSQ_CHECK(std::memcmp(magic, kStateMagic, 4) == 0, who,
@@ -307,7 +234,7 @@ class OptimizerBase {
   }
 
   /// Checks that the blob's parameter count and sizes equal this optimizer's.
-  void read_sizes(StateReader& in, const char* who) const {
+  void read_sizes(ByteReader& in, const char* who) const {
     const std::uint64_t count = in.u64("the parameter count");
     GSQ_CHECK(count == params_.size(), who, ": wrong parameter count: the blob has ", count,
               ", this optimizer has ", params_.size());
@@ -319,7 +246,7 @@ class OptimizerBase {
   }
 
   /// Checks that exactly `expected` bytes remain for the state arrays.
-  static void check_remaining(const StateReader& in, const char* who, std::size_t expected) {
+  static void check_remaining(const ByteReader& in, const char* who, std::size_t expected) {
     const std::size_t left = in.remaining();
     GSQ_CHECK(left >= expected, who, ": state blob is truncated: ", in.size(),
               " bytes, the header asks for ", expected - left, " more");
@@ -514,9 +441,9 @@ class Sgd : public detail::OptimizerBase {
   /// Appends the state blob (layout at the top of this file) to `out`.
   void save_state(std::vector<std::uint8_t>& out) const {
     put_header(out, detail::OptimizerTag::kSgd);
-    detail::put_u32(out, velocity_.empty() ? 0u : 1u);
+    ByteWriter(out).u32(velocity_.empty() ? 0u : 1u);
     put_sizes(out);
-    for (const auto& v : velocity_) detail::put_floats(out, v.data(), v.size());
+    for (const auto& v : velocity_) ByteWriter(out).floats(v.data(), v.size());
   }
 
   /// Restores a blob written by save_state of an Sgd over parameters of the same sizes and the
@@ -524,7 +451,7 @@ class Sgd : public detail::OptimizerBase {
   /// and changes nothing if the blob is malformed or does not match.
   void load_state(const std::uint8_t* data, std::size_t size) {
     constexpr const char* kWho = "Sgd::load_state";
-    detail::StateReader in(kWho, data, size);
+    ByteReader in(kWho, "state blob", data, size);
     const std::int64_t saved_steps = read_header(in, kWho, detail::OptimizerTag::kSgd);
     const std::uint32_t has_momentum = in.u32("the momentum flag");
     GSQ_CHECK(has_momentum <= 1, kWho, ": bad momentum flag ", has_momentum);
@@ -609,9 +536,10 @@ class AdamW : public detail::OptimizerBase {
   void save_state(std::vector<std::uint8_t>& out) const {
     put_header(out, detail::OptimizerTag::kAdamW);
     put_sizes(out);
+    ByteWriter w(out);
     for (std::size_t k = 0; k < m_.size(); ++k) {
-      detail::put_floats(out, m_[k].data(), m_[k].size());
-      detail::put_floats(out, v_[k].data(), v_[k].size());
+      w.floats(m_[k].data(), m_[k].size());
+      w.floats(v_[k].data(), v_[k].size());
     }
   }
 
@@ -620,7 +548,7 @@ class AdamW : public detail::OptimizerBase {
   /// the blob is malformed or does not match.
   void load_state(const std::uint8_t* data, std::size_t size) {
     constexpr const char* kWho = "AdamW::load_state";
-    detail::StateReader in(kWho, data, size);
+    ByteReader in(kWho, "state blob", data, size);
     const std::int64_t saved_steps = read_header(in, kWho, detail::OptimizerTag::kAdamW);
     read_sizes(in, kWho);
     std::size_t expected = 0;
@@ -737,18 +665,19 @@ class AdamW8bit : public detail::OptimizerBase {
   /// Appends the state blob (layout at the top of this file) to `out`.
   void save_state(std::vector<std::uint8_t>& out) const {
     put_header(out, detail::OptimizerTag::kAdamW8bit);
-    detail::put_u64(out, block_size_);
-    detail::put_u64(out, min_8bit_size_);
+    ByteWriter w(out);
+    w.u64(block_size_);
+    w.u64(min_8bit_size_);
     put_sizes(out);
     for (const State& s : state_) {
       if (s.quantized) {
-        detail::put_bytes(out, s.m_codes.data(), s.m_codes.size());
-        detail::put_bytes(out, s.v_codes.data(), s.v_codes.size());
-        detail::put_floats(out, s.m_absmax.data(), s.m_absmax.size());
-        detail::put_floats(out, s.v_absmax.data(), s.v_absmax.size());
+        w.bytes(s.m_codes.data(), s.m_codes.size());
+        w.bytes(s.v_codes.data(), s.v_codes.size());
+        w.floats(s.m_absmax.data(), s.m_absmax.size());
+        w.floats(s.v_absmax.data(), s.v_absmax.size());
       } else {
-        detail::put_floats(out, s.m.data(), s.m.size());
-        detail::put_floats(out, s.v.data(), s.v.size());
+        w.floats(s.m.data(), s.m.size());
+        w.floats(s.v.data(), s.v.size());
       }
     }
   }
@@ -759,7 +688,7 @@ class AdamW8bit : public detail::OptimizerBase {
   /// does not match.
   void load_state(const std::uint8_t* data, std::size_t size) {
     constexpr const char* kWho = "AdamW8bit::load_state";
-    detail::StateReader in(kWho, data, size);
+    ByteReader in(kWho, "state blob", data, size);
     const std::int64_t saved_steps = read_header(in, kWho, detail::OptimizerTag::kAdamW8bit);
     const std::uint64_t saved_block_size = in.u64("the block size");
     const std::uint64_t saved_min_8bit_size = in.u64("min_8bit_size");

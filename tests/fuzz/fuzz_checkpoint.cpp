@@ -46,12 +46,12 @@ std::vector<std::string> names_in(const std::vector<std::uint8_t>& image) {
   std::vector<std::string> names;
   std::size_t at = 16;
   while (image.size() >= 4 && at + 4 <= image.size() - 4) {
-    const std::uint64_t len = gsq::detail::get_le(image.data() + at, 4);
+    const std::uint64_t len = gsq::detail::load_le(image.data() + at, 4);
     at += 4;
     if (len > 256 || at + len + 12 > image.size()) break;
     names.emplace_back(reinterpret_cast<const char*>(image.data() + at), len);
     at += len;
-    const std::uint64_t payload = gsq::detail::get_le(image.data() + at + 4, 8);
+    const std::uint64_t payload = gsq::detail::load_le(image.data() + at + 4, 8);
     at += 12;
     if (payload > image.size() - at) break;
     at += payload;

@@ -1,15 +1,16 @@
-// checkpoint.hpp: a versioned, checksummed, atomically written container for training state.
+// checkpoint.hpp: a versioned, checksummed container for training state, in memory.  Files:
+// io/checkpoint_file.hpp (save_checkpoint, load_checkpoint).
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "gsq/detail/check.hpp"
+#include "gsq/io/byte_io.hpp"
 
 namespace gsq {
 
@@ -25,8 +26,9 @@ namespace gsq {
 //   end - 4    u32       CRC-32 (IEEE 802.3, as zlib's crc32) of every byte before it
 // A reader checks the magic, the version, every length against the bytes that remain, the
 // names' uniqueness and the checksum before it hands out a single value, so a truncated or
-// corrupt file is rejected whole, with a message naming what is wrong.  Writers write to
-// "<path>.tmp" and rename it over <path>, so an interrupted save leaves the old file intact.
+// corrupt file is rejected whole, with a message naming what is wrong.  save_checkpoint
+// (io/checkpoint_file.hpp) writes "<path>.tmp" and renames it over <path>, so an interrupted
+// save leaves the old file intact.
 
 inline constexpr std::uint32_t kCheckpointVersion = 1;
 
@@ -53,17 +55,12 @@ inline std::uint32_t crc32(const std::uint8_t* data, std::size_t size) noexcept 
   return c ^ 0xFFFFFFFFu;
 }
 
-inline void put_le(std::vector<std::uint8_t>& out, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-}
-
-inline std::uint64_t get_le(const std::uint8_t* p, int bytes) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= std::uint64_t{p[i]} << (8 * i);
-  return v;
-}
-
 inline constexpr char kCheckpointMagic[8] = {'G', 'S', 'Q', 'C', 'K', 'P', 'T', '\0'};
+
+/// Defined by io/checkpoint_file.hpp: the deprecated file members below reach the file
+/// functions through it, so that this header does no file I/O.
+template <typename Path>
+struct CheckpointFiles;
 
 }  // namespace detail
 
@@ -74,12 +71,7 @@ class CheckpointWriter {
  public:
   void add_floats(const std::string& name, const float* data, std::size_t count) {
     std::vector<std::uint8_t> payload;
-    payload.reserve(count * 4);
-    for (std::size_t i = 0; i < count; ++i) {
-      std::uint32_t bits;
-      std::memcpy(&bits, data + i, 4);
-      detail::put_le(payload, bits, 4);
-    }
+    ByteWriter(payload).floats(data, count);
     add(name, CheckpointKind::kFloats, std::move(payload));
   }
   void add_bytes(const std::string& name, std::vector<std::uint8_t> bytes) {
@@ -87,43 +79,34 @@ class CheckpointWriter {
   }
   void add_int64(const std::string& name, std::int64_t value) {
     std::vector<std::uint8_t> payload;
-    detail::put_le(payload, static_cast<std::uint64_t>(value), 8);
+    ByteWriter(payload).u64(static_cast<std::uint64_t>(value));
     add(name, CheckpointKind::kInt64, std::move(payload));
   }
 
   /// The file image.
   std::vector<std::uint8_t> serialize() const {
-    std::vector<std::uint8_t> out(detail::kCheckpointMagic, detail::kCheckpointMagic + 8);
-    detail::put_le(out, kCheckpointVersion, 4);
-    detail::put_le(out, entries_.size(), 4);
+    std::vector<std::uint8_t> out;
+    ByteWriter w(out);
+    w.bytes(detail::kCheckpointMagic, 8);
+    w.u32(kCheckpointVersion);
+    w.u32(static_cast<std::uint32_t>(entries_.size()));
     for (const auto& [name, entry] : entries_) {
-      detail::put_le(out, name.size(), 4);
-      out.insert(out.end(), name.begin(), name.end());
-      detail::put_le(out, static_cast<std::uint32_t>(entry.first), 4);
-      detail::put_le(out, entry.second.size(), 8);
-      out.insert(out.end(), entry.second.begin(), entry.second.end());
+      w.u32(static_cast<std::uint32_t>(name.size()));
+      w.bytes(name.data(), name.size());
+      w.u32(static_cast<std::uint32_t>(entry.first));
+      w.u64(entry.second.size());
+      w.bytes(entry.second.data(), entry.second.size());
     }
-    detail::put_le(out, detail::crc32(out.data(), out.size()), 4);
+    w.u32(detail::crc32(out.data(), out.size()));
     return out;
   }
 
-  /// Writes atomically: to path + ".tmp", flushed and closed, then renamed over path.
-  void save(const std::string& path) const {
-    const std::vector<std::uint8_t> image = serialize();
-    const std::string tmp = path + ".tmp";
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    GSQ_CHECK(f != nullptr, "checkpoint: cannot create '", tmp, "'");
-    const bool written = std::fwrite(image.data(), 1, image.size(), f) == image.size();
-    const bool flushed = std::fflush(f) == 0;
-    const bool closed = std::fclose(f) == 0;
-    if (!(written && flushed && closed)) {
-      std::remove(tmp.c_str());
-      GSQ_CHECK(false, "checkpoint: writing '", tmp, "' failed (disk full?)");
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      std::remove(tmp.c_str());
-      GSQ_CHECK(false, "checkpoint: cannot rename '", tmp, "' to '", path, "'");
-    }
+  /// Deprecated since 0.2, removed in 0.3: include <gsq/io/checkpoint_file.hpp> and call
+  /// save_checkpoint(writer, path).
+  template <typename Path>
+  [[deprecated("use gsq::save_checkpoint (io/checkpoint_file.hpp)")]] void save(
+      const Path& path) const {
+    detail::CheckpointFiles<Path>::save(*this, path);
   }
 
  private:
@@ -142,56 +125,47 @@ class CheckpointReader {
   static CheckpointReader parse(const std::uint8_t* data, std::size_t size) {
     GSQ_CHECK(data != nullptr || size == 0, "checkpoint: null data");
     GSQ_CHECK(size >= 20, "checkpoint: ", size, " bytes is too short for a checkpoint (needs 20)");
-    GSQ_CHECK(std::memcmp(data, detail::kCheckpointMagic, 8) == 0,
+    ByteReader in("checkpoint", "checkpoint", data, size - 4);  // everything before the CRC
+    GSQ_CHECK(std::memcmp(in.take(8, "the magic"), detail::kCheckpointMagic, 8) == 0,
               "checkpoint: bad magic (not a gsq checkpoint)");
-    const auto version = static_cast<std::uint32_t>(detail::get_le(data + 8, 4));
+    const std::uint32_t version = in.u32("the version");
     GSQ_CHECK(version == kCheckpointVersion, "checkpoint: format version ", version,
               " is not supported (this build reads version ", kCheckpointVersion, ")");
-    const auto stored = static_cast<std::uint32_t>(detail::get_le(data + size - 4, 4));
+    const auto stored = static_cast<std::uint32_t>(detail::load_le(data + size - 4, 4));
     const std::uint32_t actual = detail::crc32(data, size - 4);
     GSQ_CHECK(stored == actual, "checkpoint: checksum mismatch (stored ", stored, ", computed ",
               actual, "): the file is corrupt or truncated");
-    const std::size_t end = size - 4;
-    const std::uint64_t count = detail::get_le(data + 12, 4);
+    const std::uint64_t count = in.u32("the entry count");
     CheckpointReader r;
-    std::size_t at = 16;
     for (std::uint64_t e = 0; e < count; ++e) {
-      GSQ_CHECK(end - at >= 4, "checkpoint: entry ", e, " of ", count, " is truncated");
-      const std::uint64_t name_len = detail::get_le(data + at, 4);
-      at += 4;
-      GSQ_CHECK(name_len >= 1 && name_len <= 256 && end - at >= name_len + 12, "checkpoint: entry ",
-                e, " has a bad name length ", name_len);
-      std::string name(reinterpret_cast<const char*>(data + at), name_len);
-      at += name_len;
-      const auto kind = static_cast<std::uint32_t>(detail::get_le(data + at, 4));
-      const std::uint64_t len = detail::get_le(data + at + 4, 8);
-      at += 12;
+      GSQ_CHECK(in.remaining() >= 4, "checkpoint: entry ", e, " of ", count, " is truncated");
+      const std::uint64_t name_len = in.u32("a name length");
+      GSQ_CHECK(name_len >= 1 && name_len <= 256 && in.remaining() >= name_len + 12,
+                "checkpoint: entry ", e, " has a bad name length ", name_len);
+      std::string name(reinterpret_cast<const char*>(in.take(name_len, "a name")), name_len);
+      const std::uint32_t kind = in.u32("an entry kind");
+      const std::uint64_t len = in.u64("a payload length");
       GSQ_CHECK(kind >= 1 && kind <= 3, "checkpoint: entry '", name, "' has unknown kind ", kind);
-      GSQ_CHECK(len <= end - at, "checkpoint: entry '", name, "' claims ", len, " bytes but only ",
-                end - at, " remain");
+      GSQ_CHECK(len <= in.remaining(), "checkpoint: entry '", name, "' claims ", len,
+                " bytes but only ", in.remaining(), " remain");
       GSQ_CHECK((kind != 1 || len % 4 == 0) && (kind != 3 || len == 8), "checkpoint: entry '", name,
                 "' has a payload of ", len, " bytes, wrong for its kind");
       GSQ_CHECK(r.entries_.count(name) == 0, "checkpoint: duplicate entry '", name, "'");
+      const std::uint8_t* payload = in.take(len, "a payload");
       r.entries_.emplace(name, Entry{static_cast<CheckpointKind>(kind),
-                                     std::vector<std::uint8_t>(data + at, data + at + len)});
-      at += len;
+                                     std::vector<std::uint8_t>(payload, payload + len)});
     }
-    GSQ_CHECK(at == end, "checkpoint: ", end - at, " unexpected bytes after the last entry");
+    GSQ_CHECK(in.remaining() == 0, "checkpoint: ", in.remaining(),
+              " unexpected bytes after the last entry");
     return r;
   }
 
-  /// Reads and parses a file.
-  static CheckpointReader load(const std::string& path) {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    GSQ_CHECK(f != nullptr, "checkpoint: cannot open '", path, "'");
-    std::vector<std::uint8_t> image;
-    std::uint8_t buf[1 << 16];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) image.insert(image.end(), buf, buf + n);
-    const bool error = std::ferror(f) != 0;
-    std::fclose(f);
-    GSQ_CHECK(!error, "checkpoint: error reading '", path, "'");
-    return parse(image.data(), image.size());
+  /// Deprecated since 0.2, removed in 0.3: include <gsq/io/checkpoint_file.hpp> and call
+  /// load_checkpoint(path).
+  template <typename Path>
+  [[deprecated("use gsq::load_checkpoint (io/checkpoint_file.hpp)")]] static CheckpointReader load(
+      const Path& path) {
+    return detail::CheckpointFiles<Path>::load(path);
   }
 
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
@@ -201,10 +175,8 @@ class CheckpointReader {
     const Entry& e = get(name, CheckpointKind::kFloats);
     GSQ_CHECK(e.payload.size() == count * 4, "checkpoint: entry '", name, "' holds ",
               e.payload.size() / 4, " floats, expected ", count);
-    for (std::size_t i = 0; i < count; ++i) {
-      const auto bits = static_cast<std::uint32_t>(detail::get_le(e.payload.data() + 4 * i, 4));
-      std::memcpy(dst + i, &bits, 4);
-    }
+    ByteReader("checkpoint", "entry", e.payload.data(), e.payload.size())
+        .floats(dst, count, name.c_str());
   }
   std::size_t float_count(const std::string& name) const {
     return get(name, CheckpointKind::kFloats).payload.size() / 4;
@@ -214,7 +186,7 @@ class CheckpointReader {
   }
   std::int64_t int64(const std::string& name) const {
     return static_cast<std::int64_t>(
-        detail::get_le(get(name, CheckpointKind::kInt64).payload.data(), 8));
+        detail::load_le(get(name, CheckpointKind::kInt64).payload.data(), 8));
   }
 
  private:

@@ -4,12 +4,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "gsq/detail/check.hpp"
+#include "gsq/io/file.hpp"
 
 namespace gsq {
 
@@ -63,16 +63,9 @@ class Tokenizer {
     return t;
   }
 
+  /// Reads and parses a tokenizer file (at most 2^32 bytes).
   static Tokenizer load(const std::string& path, int vocab_size) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    GSQ_CHECK(in.good(), "tokenizer: cannot open '", path, "'");
-    const std::streamoff size = in.tellg();
-    GSQ_CHECK(size >= 0 && size <= (std::streamoff{1} << 32), "tokenizer: cannot size '", path,
-              "'");
-    std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-    in.seekg(0);
-    in.read(reinterpret_cast<char*>(bytes.data()), size);
-    GSQ_CHECK(in.good() || size == 0, "tokenizer: read error on '", path, "'");
+    const std::vector<std::uint8_t> bytes = read_file(path, "tokenizer", std::uint64_t{1} << 32);
     return parse(bytes.data(), bytes.size(), vocab_size);
   }
 

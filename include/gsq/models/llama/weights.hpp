@@ -5,11 +5,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include "gsq/detail/check.hpp"
+#include "gsq/io/file.hpp"
 #include "gsq/tensor.hpp"
 
 namespace gsq {
@@ -170,16 +170,9 @@ class Llama2Weights {
     return data_.data() + (m.data - data_.data());
   }
 
-  /// Reads and parses a checkpoint file.
+  /// Reads and parses a checkpoint file (at most 2^36 bytes).
   static Llama2Weights load(const std::string& path) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    GSQ_CHECK(in.good(), "llama2: cannot open '", path, "'");
-    const std::streamoff size = in.tellg();
-    GSQ_CHECK(size >= 0 && size <= (std::streamoff{1} << 36), "llama2: cannot size '", path, "'");
-    std::vector<unsigned char> bytes(static_cast<std::size_t>(size));
-    in.seekg(0);
-    in.read(reinterpret_cast<char*>(bytes.data()), size);
-    GSQ_CHECK(in.good() || size == 0, "llama2: read error on '", path, "'");
+    const std::vector<std::uint8_t> bytes = read_file(path, "llama2", std::uint64_t{1} << 36);
     return parse(bytes.data(), bytes.size());
   }
 
