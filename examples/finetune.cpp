@@ -35,6 +35,7 @@
 #include "gsq/models/llama/tokenizer.hpp"
 #include "gsq/models/llama/weights.hpp"
 #include "gsq/nn/lora.hpp"
+#include "gsq/optim/tsign_sgd.hpp"
 
 namespace {
 

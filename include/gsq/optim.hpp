@@ -8,6 +8,7 @@
 //   optim/sgd.hpp         Sgd (momentum, decoupled weight decay)
 //   optim/adamw.hpp       AdamW, and the one AdamW element update
 //   optim/adamw8bit.hpp   AdamW8bit (block-wise 8-bit state, dynamic map)
+//   optim/tsign_sgd.hpp   TSignSgd and TSignSchedule, for ternary tensors (LoTA-QAF)
 //
 // Optimizers are separate from layers: they see only Parameter {value, grad, size} triples and
 // never allocate or free the tensors themselves.  One call of step(lr) applies one update from the
@@ -27,3 +28,4 @@
 #include "gsq/optim/schedule.hpp"
 #include "gsq/optim/sgd.hpp"
 #include "gsq/optim/state.hpp"
+#include "gsq/optim/tsign_sgd.hpp"

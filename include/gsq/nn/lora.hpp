@@ -2,9 +2,9 @@
 // forward and backward pass runs on GSE operands grouped along its own reduction axis.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,9 +13,10 @@
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/gemm_f32.hpp"
-#include "gsq/detail/rng.hpp"
 #include "gsq/io/checkpoint.hpp"
 #include "gsq/matmul.hpp"
+#include "gsq/nn/frozen_base.hpp"
+#include "gsq/nn/options.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
 
@@ -25,7 +26,8 @@ namespace gsq {
 // ---------------------------------------------------------------------------------------------
 //   Y = X * W + s * (X * A) * B,   s = alpha / r
 // X: T x in (tokens x in_features), W: in x out, frozen and stored bit-packed as GSE-INT<WBits>
-// grouped along in_features (about 4.16 bits per value at 4 bits; no float copy is kept).
+// grouped along in_features (nn/frozen_base.hpp: about 4.16 bits per value at 4 bits; no float
+// copy is kept).
 // A: in x r and B: r x out are the trainable adapters, float master copies.  A starts from a
 // seeded Kaiming-uniform draw (bound 1 / sqrt(in)), B from zero, so the layer starts as the
 // base.
@@ -46,63 +48,7 @@ namespace gsq {
 // QLoRA-style reference); LoraMode::kFp8 rounds forward operands to FP8 E4M3 and backward
 // gradients to E5M2 (per-tensor scales), then multiplies in float, as FP8 training recipes do.
 
-enum class LoraMode : std::uint8_t { kFloat, kGse, kFp8 };
-
-constexpr const char* to_string(LoraMode mode) noexcept {
-  switch (mode) {
-    case LoraMode::kFloat:
-      return "float";
-    case LoraMode::kGse:
-      return "gse";
-    case LoraMode::kFp8:
-      return "fp8";
-  }
-  return "?";
-}
-
-struct LoraOptions {
-  int rank = 8;
-  float alpha = 16.0f;
-  LoraMode mode = LoraMode::kGse;
-  /// Rounding of gradients (dY and dL/dH) in kGse mode.
-  Rounding gradient_rounding = Rounding::kStochastic;
-  /// Seeds the adapter initialisation and the stochastic-rounding streams.
-  std::uint64_t seed = 0;
-  /// Options of every matmul the layer runs (ISA, threads).
-  MatmulOptions matmul;
-  /// Kernel ISA of every quantization the layer runs; empty picks the best (conversion_isa()).
-  /// Like MatmulOptions::isa, it changes no bit of any result (tested).
-  std::optional<Isa> conversion_isa;
-
-  /// QuantizeOptions with this layer's conversion ISA.
-  QuantizeOptions quantize(Rounding rounding = Rounding::kNearestEven,
-                           std::uint64_t rounding_seed = 0) const {
-    QuantizeOptions q;
-    q.rounding = rounding;
-    q.seed = rounding_seed;
-    q.isa = conversion_isa;
-    return q;
-  }
-};
-
-/// Bytes a layer holds, by role (LoraLinear::memory()).
-struct LoraMemory {
-  std::size_t base = 0;               ///< the frozen weight, bit-packed
-  std::size_t adapter_master = 0;     ///< float A and B
-  std::size_t adapter_gradients = 0;  ///< float dA and dB
-  std::size_t saved_activations = 0;  ///< what forward keeps for backward
-  std::size_t largest_temporary = 0;  ///< the largest buffer live during forward or backward
-  std::size_t total() const noexcept {
-    return base + adapter_master + adapter_gradients + saved_activations + largest_temporary;
-  }
-};
-
 namespace detail {
-
-template <typename T>
-MatrixRef<T> transposed(MatrixRef<T> m) noexcept {
-  return {m.data, m.cols, m.rows, m.col_stride, m.row_stride};
-}
 
 /// A dense row-major copy of any float matrix.
 inline std::vector<float> dense(MatrixRef<const float> m) {
@@ -120,16 +66,11 @@ void fp8_round(std::vector<float>& x, Index rows, Index cols) {
   x = dequantize_fp8(quantize_fp8<F>(x.data(), rows, cols, cols));
 }
 
-inline std::uint64_t stream_seed(std::uint64_t seed, std::int64_t step, std::uint32_t operand) {
-  return (std::uint64_t{line_key(seed, static_cast<std::uint64_t>(step))} << 32) |
-         line_key(seed ^ 0x5EEDu, operand);
-}
-
 }  // namespace detail
 
 /// The LoRA linear layer (see above).  WBits: the frozen base; ABits: activations; GBits:
-/// gradients; AdBits: adapters ("4-8-8-8" is W4 A8 G8 with 8-bit adapters).  Not thread-safe;
-/// matmuls use MatmulOptions::threads.
+/// gradients; AdBits: adapters ("4-8-8-8" is W4 A8 G8 with 8-bit adapters).  Models Linear
+/// (nn/linear.hpp).  Not thread-safe; matmuls use MatmulOptions::threads.
 template <int WBits = 4, int ABits = 8, int GBits = 8, int AdBits = 8, int G = 32>
 class LoraLinear {
  public:
@@ -154,27 +95,45 @@ class LoraLinear {
   std::vector<float>& grad_b() noexcept { return grad_b_; }
   const std::vector<float>& a() const noexcept { return a_; }
   const std::vector<float>& b() const noexcept { return b_; }
-  const PackedGseTensor<WBits, G>& base() const noexcept { return base_; }
+  const PackedGseTensor<WBits, G>& base() const noexcept { return base_.packed(); }
 
   /// The dequantized base weight (in x out, row-major), for references and export.
-  std::vector<float> base_float() const { return dequantize(base_.unpack()); }
+  std::vector<float> base_float() const { return base_.dequantized(); }
+
+  /// An activation quantized as this layer quantizes X: GSE-INT<ABits> along in_features.
+  using Activation = GseTensor<ABits, G>;
 
   /// Y = X W + s X A B for X (T x in) into Y (T x out), saving what backward needs.
   void forward(MatrixRef<const float> x, MatrixRef<float> y) {
-    GSQ_CHECK(x.cols == in_ && y.rows == x.rows && y.cols == out_, "LoraLinear::forward: X is ",
-              x.rows, "x", x.cols, " and Y is ", y.rows, "x", y.cols, " for a ", in_, " -> ", out_,
-              " layer");
+    check_forward(x.rows, x.cols, y);
     tokens_ = x.rows;
     temporary_ = 0;
     switch (options_.mode) {
       case LoraMode::kGse:
-        forward_gse(x, y);
+        forward_gse(quantize<ABits, G>(x, Axis::kCols, options_.quantize()), y);
         break;
       case LoraMode::kFloat:
       case LoraMode::kFp8:
         forward_float(x, y);
         break;
     }
+    saved_ = true;
+  }
+
+  /// The same from X already quantized (T x in, grouped along in_features, e.g. by
+  /// quantize<ABits, G>(x, Axis::kCols, options().quantize()), which gives what the float
+  /// overload computes, bit for bit), so that layers reading the same input can share one
+  /// quantization.  LoraMode::kGse only: the float and FP8 modes need X in float.
+  void forward(const Activation& xq, MatrixRef<float> y) {
+    GSQ_CHECK(options_.mode == LoraMode::kGse,
+              "LoraLinear::forward: a quantized activation needs LoraMode::kGse, the layer is in ",
+              to_string(options_.mode), " mode");
+    GSQ_CHECK(xq.axis() == Axis::kCols,
+              "LoraLinear::forward: Xq must be grouped along in_features");
+    check_forward(xq.rows(), xq.cols(), y);
+    tokens_ = xq.rows();
+    temporary_ = 0;
+    forward_gse(xq, y);
     saved_ = true;
   }
 
@@ -258,11 +217,9 @@ class LoraLinear {
     const std::vector<float> delta = adapter_delta();
     std::vector<float> w = base_float();
     for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];  // effective_weight()
-    base_ = PackedGseTensor<WBits, G>::pack(
-        quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_), Axis::kRows,
-                           options_.quantize())
-            .view());
-    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
+    base_.assign(quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_),
+                                    Axis::kRows, options_.quantize())
+                     .view());
     const std::vector<float> merged = base_float();
     double err = 0, sig = 0;
     for (std::size_t k = 0; k < w.size(); ++k) {
@@ -293,7 +250,12 @@ class LoraLinear {
   }
 
  private:
-  using Act = GseTensor<ABits, G>;
+  using Act = Activation;
+
+  void check_forward(Index rows, Index cols, MatrixRef<float> y) const {
+    GSQ_CHECK(cols == in_ && y.rows == rows && y.cols == out_, "LoraLinear::forward: X is ", rows,
+              "x", cols, " and Y is ", y.rows, "x", y.cols, " for a ", in_, " -> ", out_, " layer");
+  }
 
   template <typename T>
   void init(MatrixRef<const T> w) {
@@ -304,9 +266,7 @@ class LoraLinear {
     out_ = w.cols;
     rank_ = options_.rank;
     scale_ = options_.alpha / static_cast<float>(rank_);
-    base_ = PackedGseTensor<WBits, G>::pack(
-        quantize<WBits, G>(w, Axis::kRows, options_.quantize()).view());
-    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
+    base_ = FrozenBase<WBits, G>(w, options_.quantize());
     a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
     b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
     grad_a_.assign(a_.size(), 0.0f);
@@ -324,13 +284,12 @@ class LoraLinear {
   }
 
   // ---- GSE mode ------------------------------------------------------------------------------
-  void forward_gse(MatrixRef<const float> x, MatrixRef<float> y) {
-    const Index t = x.rows;
+  void forward_gse(const Act& xq, MatrixRef<float> y) {
+    const Index t = xq.rows();
     const QuantizeOptions nearest = options_.quantize();
-    Act xq = quantize<ABits, G>(x, Axis::kCols, nearest);
     // The base streams from its packed form: one L2-sized block of kernel panels at a time.
     note_temporary(xq.bytes() + rhs_buffer_bytes(in_, out_));
-    matmul(xq.view(), PackedStorageRhs<WBits, G>(base_), y, 1.0f, 0.0f, options_.matmul);
+    base_.forward(xq.view(), y, options_.matmul);
 
     const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
                                         Axis::kRows, nearest);
@@ -366,8 +325,7 @@ class LoraLinear {
     if (dx.data != nullptr) {
       // W^T regrouped along out to GSE-INT8 on the fly (exact for typical weights).
       note_temporary(dyq.bytes() + rhs_buffer_bytes(out_, in_));
-      matmul(dyq.view(), TransposedRegroupedRhs<WBits, G>(base_, base_t_offset_), dx, 1.0f, 0.0f,
-             options_.matmul);
+      base_.backward_input(dyq.view(), dx, options_.matmul);
       grad.seed = detail::stream_seed(options_.seed, step_, 1);
       const auto gq = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kCols, grad);
       const auto at = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
@@ -460,8 +418,7 @@ class LoraLinear {
   Index out_ = 0;
   int rank_ = 0;
   float scale_ = 1.0f;
-  PackedGseTensor<WBits, G> base_;
-  int base_t_offset_ = 0;  // offset of the base regrouped along out (TransposedRegroupedRhs)
+  FrozenBase<WBits, G> base_;
   std::vector<float> a_, b_, grad_a_, grad_b_;
 
   // Saved by forward for backward.

@@ -1,4 +1,5 @@
-// lota.hpp: LoTA-QAF, ternary adapters on the GSE grid with a lossless merge, and t-SignSGD.
+// lota.hpp: LoTA-QAF, ternary adapters on the GSE grid with a lossless merge.  Its optimizer,
+// t-SignSGD, is optim/tsign_sgd.hpp; its ternary storage, nn/ternary.hpp.
 #pragma once
 
 #include <algorithm>
@@ -11,7 +12,9 @@
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/matmul.hpp"
-#include "gsq/nn/lora.hpp"
+#include "gsq/nn/frozen_base.hpp"
+#include "gsq/nn/options.hpp"
+#include "gsq/nn/ternary.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
 
@@ -49,198 +52,20 @@ namespace gsq {
 // control parameter in double; it only picks the integer rank floor(q (n - 1)).
 //
 // Storage: A and B are TernaryMatrix, two bit planes at exactly 2 bits per value, and the
-// marker counts dW come from popcounts of the planes.
+// marker counts dW come from popcounts of the planes (TernaryRows, nn/ternary.hpp).
 //
-// t-SignSGD (TSignSgd below) moves only the entries whose |gradient| exceeds the tensor's
-// q-quantile, by one step against the gradient's sign, clamped to {-1, 0, +1}.
-
-/// t-SignSGD's schedule of q: linear from q0 to q1 over the first `warm` fraction of the steps,
-/// then linear to q2 at the end.
-struct TSignSchedule {
-  double q0 = 0.95, q1 = 0.999, q2 = 0.9999;
-  double warm = 0.8;
-  std::int64_t total_steps = 1000;
-  double operator()(std::int64_t step) const {
-    GSQ_CHECK(total_steps >= 1 && step >= 0, "TSignSchedule: step ", step, " of ", total_steps);
-    const double f = std::min(1.0, static_cast<double>(step) / static_cast<double>(total_steps));
-    // The same q whether or not the compiler contracts (an explicit fma; a quotient is never
-    // fused), so the quantile index floor(q (n - 1)) is the same on every platform.
-    if (f <= warm) return std::fma(q1 - q0, warm > 0 ? f / warm : 1.0, q0);
-    return q1 + (q2 - q1) * (f - warm) / (1.0 - warm);
-  }
-};
+// t-SignSGD (TSignSgd, optim/tsign_sgd.hpp) moves only the entries whose |gradient| exceeds the
+// tensor's q-quantile, by one step against the gradient's sign, clamped to {-1, 0, +1}.
 
 namespace detail {
-
-inline int popcount64(std::uint64_t v) noexcept {
-#if defined(__GNUC__) || defined(__clang__)
-  return __builtin_popcountll(v);
-#else
-  int n = 0;
-  for (; v != 0; v &= v - 1) ++n;
-  return n;
-#endif
-}
-
-template <typename T>
-T magnitude(T v) noexcept {
-  return v < 0 ? -v : v;
-}
 
 /// The number of bits of v > 0 (floor(log2 v) + 1).
 constexpr int bit_width(std::uint64_t v) noexcept { return v == 0 ? 0 : 1 + bit_width(v >> 1); }
 
 }  // namespace detail
 
-/// The q-quantile of |g| by selection (O(n), std::nth_element): the value at rank
-/// floor(q * (n - 1)) of the sorted magnitudes.  `scratch` is reused.  T: float or an integer
-/// type (the integer gradients of LotaLinear).
-template <typename T>
-T abs_quantile(const T* g, std::size_t n, double q, std::vector<T>& scratch) {
-  GSQ_CHECK(n > 0 && q >= 0.0 && q <= 1.0, "abs_quantile: n ", n, ", q ", q);
-  scratch.resize(n);
-  for (std::size_t i = 0; i < n; ++i) scratch[i] = detail::magnitude(g[i]);
-  const auto k = static_cast<std::size_t>(q * static_cast<double>(n - 1));
-  std::nth_element(scratch.begin(), scratch.begin() + static_cast<std::ptrdiff_t>(k),
-                   scratch.end());
-  return scratch[k];
-}
-
-/// A matrix of values in {-1, 0, +1} at 2 bits per value: two bit planes (plus, minus) over
-/// the row-major values.
-class TernaryMatrix {
- public:
-  TernaryMatrix() = default;
-  TernaryMatrix(Index rows, Index cols) : rows_(rows), cols_(cols) {
-    GSQ_CHECK(rows >= 0 && cols >= 0, "TernaryMatrix: shape ", rows, "x", cols);
-    // One word beyond the last value: chunk() may read the word after the one it starts in.
-    const auto words = static_cast<std::size_t>((rows * cols + 63) / 64) + 1;
-    plus_.assign(words, 0);
-    minus_.assign(words, 0);
-  }
-
-  Index rows() const noexcept { return rows_; }
-  Index cols() const noexcept { return cols_; }
-  int get(Index r, Index c) const noexcept {
-    const std::size_t k = pos(r, c);
-    return static_cast<int>((plus_[k >> 6] >> (k & 63)) & 1u) -
-           static_cast<int>((minus_[k >> 6] >> (k & 63)) & 1u);
-  }
-  void set(Index r, Index c, int v) {
-    GSQ_CHECK(v >= -1 && v <= 1, "TernaryMatrix: value ", v, " is not in {-1, 0, 1}");
-    const std::size_t k = pos(r, c);
-    const std::uint64_t bit = std::uint64_t{1} << (k & 63);
-    plus_[k >> 6] = v > 0 ? plus_[k >> 6] | bit : plus_[k >> 6] & ~bit;
-    minus_[k >> 6] = v < 0 ? minus_[k >> 6] | bit : minus_[k >> 6] & ~bit;
-  }
-  /// Values [first, first + count) of row r, count <= 64, as masks: value first + j is bit j of
-  /// `plus` if it is +1, of `minus` if it is -1.
-  void chunk(Index r, Index first, int count, std::uint64_t& plus,
-             std::uint64_t& minus) const noexcept {
-    const std::size_t k = pos(r, first);
-    plus = bits(plus_, k, count);
-    minus = bits(minus_, k, count);
-  }
-  /// The values as int8, row-major.
-  std::vector<std::int8_t> to_int8() const {
-    std::vector<std::int8_t> out(static_cast<std::size_t>(rows_ * cols_));
-    for (Index r = 0; r < rows_; ++r) {
-      for (Index c = 0; c < cols_; ++c)
-        out[static_cast<std::size_t>(r * cols_ + c)] = static_cast<std::int8_t>(get(r, c));
-    }
-    return out;
-  }
-  bool all_zero() const noexcept {
-    for (std::size_t w = 0; w < plus_.size(); ++w) {
-      if ((plus_[w] | minus_[w]) != 0) return false;
-    }
-    return true;
-  }
-  void clear() noexcept {
-    std::fill(plus_.begin(), plus_.end(), std::uint64_t{0});
-    std::fill(minus_.begin(), minus_.end(), std::uint64_t{0});
-  }
-  /// Storage held by the planes: 2 bits per value plus at most 16 bytes.
-  std::size_t bytes() const noexcept {
-    return (plus_.size() + minus_.size()) * sizeof(std::uint64_t);
-  }
-
- private:
-  std::size_t pos(Index r, Index c) const noexcept {
-    return static_cast<std::size_t>(r * cols_ + c);
-  }
-  static std::uint64_t bits(const std::vector<std::uint64_t>& plane, std::size_t k,
-                            int count) noexcept {
-    const std::size_t w = k >> 6;
-    const unsigned off = k & 63;
-    std::uint64_t v = plane[w] >> off;
-    if (off != 0) v |= plane[w + 1] << (64 - off);
-    return count >= 64 ? v : v & ((std::uint64_t{1} << count) - 1);
-  }
-
-  Index rows_ = 0, cols_ = 0;
-  std::vector<std::uint64_t> plus_, minus_;
-};
-
-/// One t-SignSGD step on a ternary tensor: entries with |g| > quantile_q(|g|) move to
-/// clamp(p - sign(g), -1, 1).  g is row-major over p.  Returns how many entries changed.  No
-/// learning rate, momentum or weight decay.
-template <typename T>
-std::size_t tsign_step(TernaryMatrix& p, const T* g, double q, std::vector<T>& scratch) {
-  const auto n = static_cast<std::size_t>(p.rows() * p.cols());
-  if (n == 0) return 0;
-  const T sigma = abs_quantile(g, n, q, scratch);
-  std::size_t changed = 0;
-  for (Index r = 0; r < p.rows(); ++r) {
-    for (Index c = 0; c < p.cols(); ++c) {
-      const T v = g[static_cast<std::size_t>(r * p.cols() + c)];
-      if (!(detail::magnitude(v) > sigma)) continue;
-      const int now = p.get(r, c), next = std::clamp(now - (v > 0 ? 1 : -1), -1, 1);
-      changed += next != now;
-      p.set(r, c, next);
-    }
-  }
-  return changed;
-}
-
-/// A ternary tensor and its gradient (row-major over the tensor), for TSignSgd.
-template <typename T>
-struct TernaryParameter {
-  TernaryMatrix* value;
-  const T* grad;
-};
-
-/// t-SignSGD as an optimizer: each step() moves every tensor by tsign_step at its own
-/// q-quantile, q = schedule(steps taken so far).  No learning rate, momentum or weight decay,
-/// hence no state beyond the step count.  T: the gradients' type (int64 for LotaLinear).
-template <typename T = std::int64_t>
-class TSignSgd {
- public:
-  TSignSgd(std::vector<TernaryParameter<T>> params, const TSignSchedule& schedule)
-      : params_(std::move(params)), schedule_(schedule) {
-    for (const TernaryParameter<T>& p : params_)
-      GSQ_CHECK(p.value != nullptr && (p.grad != nullptr || p.value->rows() * p.value->cols() == 0),
-                "TSignSgd: a parameter without its tensor or gradient");
-  }
-  /// One step over every tensor; returns how many entries changed.
-  std::size_t step() {
-    const double q = schedule_(steps_++);
-    std::size_t changed = 0;
-    for (const TernaryParameter<T>& p : params_) changed += tsign_step(*p.value, p.grad, q, scratch_);
-    return changed;
-  }
-  std::int64_t steps() const noexcept { return steps_; }
-  const TSignSchedule& schedule() const noexcept { return schedule_; }
-
- private:
-  std::vector<TernaryParameter<T>> params_;
-  TSignSchedule schedule_;
-  std::int64_t steps_ = 0;
-  std::vector<T> scratch_;
-};
-
-/// A ternary adapter layer on a frozen GSE-INT<WBits> base, with the interface of LoraLinear
-/// (forward, backward, memory, effective_weight), so Llama2LoraModel can hold it.
+/// A ternary adapter layer on a frozen GSE-INT<WBits> base.  Models Linear (nn/linear.hpp), so
+/// Llama2LoraModel can hold it.
 template <int WBits = 4, int ABits = 8, int GBits = 8, int G = 32>
 class LotaLinear {
  public:
@@ -248,14 +73,13 @@ class LotaLinear {
 
   /// W: in x out float, frozen and quantized along in.  A from a seeded (options.seed)
   /// Kaiming-normal draw ternarised at 0.75 mean|A|; B = 0.  Rank: options.rank.  omega in
-  /// [0, r]; a negative omega means the default, 0.75 r.  options.gradient_rounding rounds dY; alpha and mode are not used.
+  /// [0, r]; a negative omega means the default, 0.75 r.  options.gradient_rounding rounds dY;
+  /// alpha and mode are not used.
   LotaLinear(MatrixRef<const float> w, const LoraOptions& options, double omega = -1)
       : in_(w.rows), out_(w.cols), rank_(options.rank), options_(options) {
     GSQ_CHECK(rank_ >= 1 && w.rows >= 1 && w.cols >= 1, "LotaLinear: rank ", rank_, " and weight ",
               w.rows, "x", w.cols);
-    base_ = PackedGseTensor<WBits, G>::pack(
-        quantize<WBits, G>(w, Axis::kRows, options_.quantize()).view());
-    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
+    base_ = FrozenBase<WBits, G>(w, options_.quantize());
     set_omega(omega < 0 ? 0.75 * rank_ : omega);  // NaN or omega > rank: an error
     a_ = TernaryMatrix(in_, rank_);
     b_ = TernaryMatrix(out_, rank_);
@@ -281,6 +105,7 @@ class LotaLinear {
   Index in_features() const noexcept { return in_; }
   Index out_features() const noexcept { return out_; }
   int rank() const noexcept { return rank_; }
+  const LoraOptions& options() const noexcept { return options_; }
   /// A, stored transposed: in x r, row i holds A[.][i].
   TernaryMatrix& a() noexcept { return a_; }
   const TernaryMatrix& a() const noexcept { return a_; }
@@ -300,7 +125,7 @@ class LotaLinear {
     omega_ = static_cast<int>(std::floor(omega));
   }
   /// The frozen base (after merge(), the merged codes).
-  const PackedGseTensor<WBits, G>& base() const noexcept { return base_; }
+  const PackedGseTensor<WBits, G>& base() const noexcept { return base_.packed(); }
 
   /// The markers M (in x out, row-major): see the top of this file.
   std::vector<std::int8_t> markers() const {
@@ -313,7 +138,7 @@ class LotaLinear {
 
   /// The effective weight s (c + M) as a GSE tensor (base exponents, shifted codes).
   GseTensor<WBits, G> effective() const {
-    GseTensor<WBits, G> e = base_.unpack();
+    GseTensor<WBits, G> e = base_.packed().unpack();
     const Index stride = e.view().padded_length();
     for_each_line_markers([&](Index o, const std::int8_t* line_markers) {
       std::int8_t* codes = e.mutable_codes() + o * stride;
@@ -326,21 +151,28 @@ class LotaLinear {
   /// The effective weight in float (in x out, row-major), for a float export of a model.
   std::vector<float> effective_weight() const { return dequantize(effective()); }
 
+  /// An activation quantized as this layer quantizes X: GSE-INT<ABits> along in_features.
+  using Activation = GseTensor<ABits, G>;
+
   /// Y = X W_eff for X (T x in), saving X (quantized to ABits) for backward.  With B = 0 (after
   /// merge(), or before training) this is the base model's product, streamed from the packed
   /// base: the merged layer costs what the base costs.
   void forward(MatrixRef<const float> x, MatrixRef<float> y) {
-    GSQ_CHECK(x.cols == in_ && y.rows == x.rows && y.cols == out_, "LotaLinear::forward: X is ",
-              x.rows, "x", x.cols, " and Y is ", y.rows, "x", y.cols, " for a ", in_, " -> ", out_,
-              " layer");
+    check_forward(x.rows, x.cols, y);
     xq_ = quantize<ABits, G>(x, Axis::kCols, options_.quantize());
-    if (b_.all_zero()) {
-      matmul(xq_.view(), PackedStorageRhs<WBits, G>(base_), y, 1.0f, 0.0f, options_.matmul);
-      return;
-    }
-    const GseTensor<WBits, G> eff = effective();
-    note_temporary(eff.bytes());
-    matmul(xq_.view(), eff.view(), y, 1.0f, 0.0f, options_.matmul);
+    forward_saved(y);
+  }
+
+  /// The same from X already quantized (T x in, grouped along in_features, e.g. by
+  /// quantize<ABits, G>(x, Axis::kCols, options().quantize()), which gives what the float
+  /// overload computes, bit for bit), so that layers reading the same input can share one
+  /// quantization.  The layer keeps a copy for backward.
+  void forward(const Activation& xq, MatrixRef<float> y) {
+    GSQ_CHECK(xq.axis() == Axis::kCols,
+              "LotaLinear::forward: Xq must be grouped along in_features");
+    check_forward(xq.rows(), xq.cols(), y);
+    xq_ = xq;
+    forward_saved(y);
   }
 
   /// Given dY (T x out): dX (unless dx.data is null) and the integer straight-through
@@ -361,8 +193,7 @@ class LotaLinear {
                 dx.cols, ", expected ", t, "x", in_);
       const auto dyq = quantize<GBits, G>(dy, Axis::kCols, q);
       if (b_.all_zero()) {
-        matmul(dyq.view(), TransposedRegroupedRhs<WBits, G>(base_, base_t_offset_), dx, 1.0f,
-               0.0f, options_.matmul);
+        base_.backward_input(dyq.view(), dx, options_.matmul);
       } else {
         const auto wt = regroup<8>(effective().view(), Axis::kCols);
         note_temporary(wt.bytes());
@@ -387,8 +218,7 @@ class LotaLinear {
   /// Writes c + M into the base codes and zeroes B (so M becomes 0): the merged layer computes
   /// bit-identical outputs to the unmerged one, at the base's cost.
   void merge() {
-    base_ = PackedGseTensor<WBits, G>::pack(effective().view());
-    base_t_offset_ = TransposedRegroupedRhs<WBits, G>::offset_of(base_);
+    base_.assign(effective().view());
     b_.clear();
   }
 
@@ -405,6 +235,22 @@ class LotaLinear {
   }
 
  private:
+  void check_forward(Index rows, Index cols, MatrixRef<float> y) const {
+    GSQ_CHECK(cols == in_ && y.rows == rows && y.cols == out_, "LotaLinear::forward: X is ", rows,
+              "x", cols, " and Y is ", y.rows, "x", y.cols, " for a ", in_, " -> ", out_, " layer");
+  }
+
+  /// Y = Xq W_eff from the saved Xq.
+  void forward_saved(MatrixRef<float> y) {
+    if (b_.all_zero()) {
+      base_.forward(xq_.view(), y, options_.matmul);
+      return;
+    }
+    const GseTensor<WBits, G> eff = effective();
+    note_temporary(eff.bytes());
+    matmul(xq_.view(), eff.view(), y, 1.0f, 0.0f, options_.matmul);
+  }
+
   static LoraOptions options_for(int rank, std::uint64_t seed) {
     LoraOptions o;
     o.rank = rank;
@@ -417,46 +263,16 @@ class LotaLinear {
   template <typename Fn>
   void for_each_line_markers(Fn&& fn) const {
     if (b_.all_zero()) return;
-    const Index chunks = (rank_ + 63) / 64;
-    std::vector<std::uint64_t> ap, am, bp, bm;
-    planes(a_, ap, am);
-    planes(b_, bp, bm);
+    const TernaryRows ar(a_), br(b_);
     std::vector<std::int8_t> codes(static_cast<std::size_t>(in_)), marks(codes.size());
     for (Index o = 0; o < out_; ++o) {
-      const std::uint64_t* yp = bp.data() + o * chunks;
-      const std::uint64_t* ym = bm.data() + o * chunks;
-      bool any = false;
-      for (Index c = 0; c < chunks; ++c) any = any || ((yp[c] | ym[c]) != 0);
-      if (!any) continue;  // B's row o is zero: dW[.][o] = 0
-      base_.codes_at(o, 0, in_, codes.data());
+      if (br.zero(o)) continue;  // B's row o is zero: dW[.][o] = 0
+      base_.packed().codes_at(o, 0, in_, codes.data());
       for (Index i = 0; i < in_; ++i) {
-        const std::uint64_t* xp = ap.data() + i * chunks;
-        const std::uint64_t* xm = am.data() + i * chunks;
-        int dw = 0;
-        for (Index c = 0; c < chunks; ++c) {
-          dw += detail::popcount64((xp[c] & yp[c]) | (xm[c] & ym[c])) -
-                detail::popcount64((xp[c] & ym[c]) | (xm[c] & yp[c]));
-        }
-        const int code = codes[static_cast<std::size_t>(i)];
-        marks[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(
-            (dw > omega_ && code < Format::kQMax) - (dw < -omega_ && code > -Format::kQMax));
+        marks[static_cast<std::size_t>(i)] = static_cast<std::int8_t>(ternary_marker(
+            ar.dot(i, br, o), omega_, codes[static_cast<std::size_t>(i)], Format::kQMax));
       }
       fn(o, marks.data());
-    }
-  }
-
-  /// Each row's values in chunks of 64, as plus and minus masks: row r chunk c at r * chunks + c.
-  void planes(const TernaryMatrix& m, std::vector<std::uint64_t>& plus,
-              std::vector<std::uint64_t>& minus) const {
-    const Index chunks = (rank_ + 63) / 64;
-    plus.resize(static_cast<std::size_t>(m.rows() * chunks));
-    minus.resize(plus.size());
-    for (Index r = 0; r < m.rows(); ++r) {
-      for (Index c = 0; c < chunks; ++c) {
-        const auto k = static_cast<std::size_t>(r * chunks + c);
-        m.chunk(r, c * 64, static_cast<int>(std::min<Index>(64, rank_ - c * 64)), plus[k],
-                minus[k]);
-      }
     }
   }
 
@@ -472,12 +288,13 @@ class LotaLinear {
       }
       return best;
     };
-    const Index wgroups = base_.groups_per_line();
+    const PackedGseTensor<WBits, G>& base = base_.packed();
+    const Index wgroups = base.groups_per_line();
     std::vector<int> qw(static_cast<std::size_t>(out_ * wgroups));
-    int qw_max = base_.offset();
+    int qw_max = base.offset();
     for (Index o = 0; o < out_; ++o) {
       for (Index g = 0; g < wgroups; ++g) {
-        const int qv = base_.offset() + base_.exponent_at(o, g);
+        const int qv = base.offset() + base.exponent_at(o, g);
         qw[static_cast<std::size_t>(o * wgroups + g)] = qv;
         qw_max = std::max(qw_max, qv);
       }
@@ -538,8 +355,7 @@ class LotaLinear {
   int rank_;
   LoraOptions options_;
   int omega_ = 0;  // floor(omega): dW is an integer
-  PackedGseTensor<WBits, G> base_;
-  int base_t_offset_ = 0;  // offset of the base regrouped along out (TransposedRegroupedRhs)
+  FrozenBase<WBits, G> base_;
   GseTensor<ABits, G> xq_;
   TernaryMatrix a_, b_;
   std::vector<std::int64_t> grad_a_, grad_b_;

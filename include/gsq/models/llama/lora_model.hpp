@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "gsq/detail/check.hpp"
+#include "gsq/detail/gemm_f32.hpp"
 #include "gsq/models/llama/weights.hpp"
+#include "gsq/nn/linear.hpp"
 #include "gsq/nn/lora.hpp"
-#include "gsq/optim.hpp"
+#include "gsq/optim/parameter.hpp"
 
 namespace gsq {
 
@@ -21,9 +23,13 @@ namespace gsq {
 //   classifier (the frozen token embedding, as llama2.c shares it) and cross-entropy.  They are
 //   O(T^2 d + T d) against the linears' O(T d^2) and carry no trainable state.
 
-/// A llama2.c model for fine-tuning: frozen base, LoRA adapters on all seven linears per layer.
+/// A llama2.c model for fine-tuning: frozen base, adapters on all seven linears per layer.
+/// Lora: the layer type of every linear, a model of Linear (nn/linear.hpp): LoraLinear or
+/// LotaLinear.
 template <typename Lora = LoraLinear<4, 8, 8, 8, 32>>
 class Llama2LoraModel {
+  static_assert(check_linear<Lora>(), "Llama2LoraModel: its layer type must model Linear");
+
  public:
   Llama2LoraModel(const Llama2Weights& w, const LoraOptions& options) : w_(w), c_(w.config()) {
     for (int l = 0; l < c_.n_layers; ++l) {
