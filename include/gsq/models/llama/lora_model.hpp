@@ -9,6 +9,7 @@
 
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/gemm_f32.hpp"
+#include "gsq/models/llama/ops.hpp"
 #include "gsq/models/llama/weights.hpp"
 #include "gsq/nn/linear.hpp"
 #include "gsq/nn/lora.hpp"
@@ -20,8 +21,9 @@ namespace gsq {
 //   Linear layers: LoraLinear (GSE, float or FP8 mode, see nn/lora.hpp): every matmul of their
 //   forward and backward is integer in GSE mode.  The non-linear parts stay float32: RMSNorm,
 //   RoPE, causal grouped-query attention (scores, softmax, weighted values), SwiGLU, the tied
-//   classifier (the frozen token embedding, as llama2.c shares it) and cross-entropy.  They are
-//   O(T^2 d + T d) against the linears' O(T d^2) and carry no trainable state.
+//   classifier (the frozen token embedding, as llama2.c shares it) and cross-entropy, all from
+//   ops.hpp, which the fp32 runner (runner.hpp) shares.  They are O(T^2 d + T d) against the
+//   linears' O(T d^2) and carry no trainable state.
 
 /// A llama2.c model for fine-tuning: frozen base, adapters on all seven linears per layer.
 /// Lora: the layer type of every linear, a model of Linear (nn/linear.hpp): LoraLinear or
@@ -181,7 +183,7 @@ class Llama2LoraModel {
       L.w1->forward(rm(L.xn2, t_len, d), rmw(L.h1, t_len, hid));
       L.w3->forward(rm(L.xn2, t_len, d), rmw(L.h3, t_len, hid));
       std::vector<float> hs(L.h1.size());
-      for (std::size_t i = 0; i < hs.size(); ++i) hs[i] = silu(L.h1[i]) * L.h3[i];
+      for (std::size_t i = 0; i < hs.size(); ++i) hs[i] = llama::silu(L.h1[i]) * L.h3[i];
       L.w2->forward(rm(hs, t_len, hid), rmw(y, t_len, d));
       std::vector<float>& next = x_[static_cast<std::size_t>(l + 1)];
       next = L.x2;
@@ -195,23 +197,14 @@ class Llama2LoraModel {
     std::vector<float> logits(static_cast<std::size_t>(vocab));
     double total = 0;
     for (Index t = 0; t < t_len; ++t) {
-      const float* xt = xf.data() + t * d;
-      float mx = -INFINITY;
-      for (Index v = 0; v < vocab; ++v) {
-        float s = 0.0f;
-        for (Index i = 0; i < d; ++i) s += cls(v, i) * xt[i];
-        logits[static_cast<std::size_t>(v)] = s;
-        mx = std::max(mx, s);
-      }
-      double sum = 0;
-      for (Index v = 0; v < vocab; ++v)
-        sum += std::exp(double{logits[static_cast<std::size_t>(v)]} - mx);
+      llama::matvec(logits.data(), xf.data() + t * d, cls);
+      const llama::SoftmaxSum z = llama::softmax_sum(logits.data(), vocab);
       const int target = token(t, 1);
-      total += std::log(sum) + mx - logits[static_cast<std::size_t>(target)];
+      total += z.cross_entropy(logits[static_cast<std::size_t>(target)]);
       if (!backward) continue;
       float* g = dxf.data() + t * d;
       for (Index v = 0; v < vocab; ++v) {
-        double p = std::exp(double{logits[static_cast<std::size_t>(v)]} - mx) / sum;
+        double p = z.probability(logits[static_cast<std::size_t>(v)]);
         if (v == target) p -= 1.0;
         const auto dl = static_cast<float>(p / static_cast<double>(t_len));
         for (Index i = 0; i < d; ++i) g[i] += dl * cls(v, i);
@@ -227,55 +220,28 @@ class Llama2LoraModel {
   static MatrixRef<float> rmw(std::vector<float>& v, Index rows, Index cols) {
     return MatrixRef<float>::row_major(v.data(), rows, cols);
   }
-  static float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
-  /// y = g * x / rms(x) per row; r holds 1 / rms per row.
+  /// y = g * x / rms(x) per row (ops.hpp); r holds 1 / rms per row.
   static void rmsnorm(const std::vector<float>& x, const float* g, Index rows, Index d,
                       std::vector<float>& y, std::vector<float>& r) {
     y.resize(x.size());
     r.resize(static_cast<std::size_t>(rows));
-    for (Index t = 0; t < rows; ++t) {
-      const float* xt = x.data() + t * d;
-      float ss = 0.0f;
-      for (Index i = 0; i < d; ++i) ss += xt[i] * xt[i];
-      const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + 1e-5f);
-      r[static_cast<std::size_t>(t)] = inv;
-      for (Index i = 0; i < d; ++i) y[static_cast<std::size_t>(t * d + i)] = g[i] * (inv * xt[i]);
-    }
+    for (Index t = 0; t < rows; ++t)
+      r[static_cast<std::size_t>(t)] = llama::rmsnorm(y.data() + t * d, x.data() + t * d, g, d);
   }
-  /// dx += d(rmsnorm)/dx^T dy.
+  /// dx += d(rmsnorm)/dx^T dy, row by row.
   static void rmsnorm_backward(const std::vector<float>& x, const float* g,
                                const std::vector<float>& r, const std::vector<float>& dy,
                                Index rows, Index d, std::vector<float>& dx) {
     for (Index t = 0; t < rows; ++t) {
-      const float* xt = x.data() + t * d;
-      const float* dyt = dy.data() + t * d;
-      const float inv = r[static_cast<std::size_t>(t)];
-      float dot = 0.0f;
-      for (Index i = 0; i < d; ++i) dot += g[i] * dyt[i] * xt[i];
-      const float k = inv * inv * inv * dot / static_cast<float>(d);
-      for (Index i = 0; i < d; ++i)
-        dx[static_cast<std::size_t>(t * d + i)] += inv * g[i] * dyt[i] - k * xt[i];
+      llama::rmsnorm_backward(dx.data() + t * d, x.data() + t * d, g,
+                              r[static_cast<std::size_t>(t)], dy.data() + t * d, d);
     }
   }
-  /// Rotates each pair (2i, 2i+1) of each head by pos * 10000^(-2i/head_size), pos = row % len_
-  /// (the inverse
-  /// rotation when `inverse`, which is the backward pass of the rotation).
+  /// RoPE of every row at its position in its window, row % len_ (the inverse rotation when
+  /// `inverse`, which is the backward pass of the rotation).
   void rope(std::vector<float>& m, Index rows, Index width, bool inverse) const {
-    const int hs = c_.head_size();
-    for (Index t = 0; t < rows; ++t) {
-      for (Index i = 0; i < width; i += 2) {
-        const int head_dim = static_cast<int>(i % hs);
-        const float freq =
-            1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(hs));
-        const float val = static_cast<float>(t % len_) * freq;  // the position in its window
-        const float fcr = std::cos(val), fci = inverse ? -std::sin(val) : std::sin(val);
-        float* p = m.data() + t * width + i;
-        const float v0 = p[0], v1 = p[1];
-        p[0] = v0 * fcr - v1 * fci;
-        p[1] = v0 * fci + v1 * fcr;
-      }
-    }
+    for (Index t = 0; t < rows; ++t)
+      llama::rope(m.data() + t * width, width, c_.head_size(), t % len_, inverse);
   }
 
   void attention_forward(Layer& L, Index T) {
@@ -290,19 +256,15 @@ class Llama2LoraModel {
         const Index first = t - t % len_;  // the window's first row; p[s] is for row first + s
         float* p = L.probs.data() + (h * T + t) * len_ - first;
         const float* q = L.q_out.data() + t * d + h * hs;
-        float mx = -INFINITY;
         for (Index s = first; s <= t; ++s) {
           const float* k = L.k_out.data() + s * kv + kh;
           float dot = 0.0f;
           for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
           p[s] = dot * scale;
-          mx = std::max(mx, p[s]);
         }
-        float sum = 0.0f;
-        for (Index s = first; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
+        llama::softmax(p + first, t - first + 1);
         float* o = L.attn.data() + t * d + h * hs;
         for (Index s = first; s <= t; ++s) {
-          p[s] /= sum;
           const float* v = L.v_out.data() + s * kv + kh;
           for (int i = 0; i < hs; ++i) o[i] += p[s] * v[i];
         }
@@ -363,11 +325,8 @@ class Llama2LoraModel {
       std::vector<float> dhs(static_cast<std::size_t>(T * hid));
       L.w2->backward(rm(dx, T, d), rmw(dhs, T, hid));
       std::vector<float> dh1(dhs.size()), dh3(dhs.size());
-      for (std::size_t i = 0; i < dhs.size(); ++i) {
-        const float a = L.h1[i], sig = 1.0f / (1.0f + std::exp(-a));
-        dh3[i] = dhs[i] * a * sig;
-        dh1[i] = dhs[i] * L.h3[i] * sig * (1.0f + a * (1.0f - sig));
-      }
+      for (std::size_t i = 0; i < dhs.size(); ++i)
+        llama::swiglu_backward(L.h1[i], L.h3[i], dhs[i], dh1[i], dh3[i]);
       L.w1->backward(rm(dh1, T, hid), rmw(dxn, T, d));
       L.w3->backward(rm(dh3, T, hid), rmw(tmp_d, T, d));
       for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];

@@ -1,6 +1,6 @@
 // runner.hpp: exact fp32 inference of a llama2.c checkpoint, operation for operation as
-// llama2.c's run.c computes it (same float operations in the same order), so greedy decoding
-// reproduces its output token for token.
+// llama2.c's run.c computes it (same float operations in the same order, through ops.hpp), so
+// greedy decoding reproduces its output token for token.
 #pragma once
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "gsq/detail/check.hpp"
+#include "gsq/models/llama/ops.hpp"
 #include "gsq/models/llama/weights.hpp"
 
 namespace gsq {
@@ -44,30 +45,18 @@ class Llama2Runner {
     const float* emb = &w_.token_embedding()(token, 0);
     std::copy(emb, emb + dim, x_.begin());
     for (int l = 0; l < c_.n_layers; ++l) {
-      rmsnorm(xb_.data(), x_.data(), w_.rms_att(l), dim);
+      llama::rmsnorm(xb_.data(), x_.data(), w_.rms_att(l), dim);
       const std::size_t loff = static_cast<std::size_t>(l) * static_cast<std::size_t>(c_.seq_len) *
                                static_cast<std::size_t>(kv_dim);
       float* k = key_cache_.data() + loff +
                  static_cast<std::size_t>(pos) * static_cast<std::size_t>(kv_dim);
       float* v = value_cache_.data() + loff +
                  static_cast<std::size_t>(pos) * static_cast<std::size_t>(kv_dim);
-      matvec(q_.data(), xb_.data(), w_.wq(l));
-      matvec(k, xb_.data(), w_.wk(l));
-      matvec(v, xb_.data(), w_.wv(l));
-      for (int i = 0; i < dim; i += 2) {  // RoPE, as run.c: frequencies in float
-        const int head_dim = i % hs;
-        const float freq =
-            1.0f / std::pow(10000.0f, static_cast<float>(head_dim) / static_cast<float>(hs));
-        const float val = static_cast<float>(pos) * freq;
-        const float fcr = std::cos(val), fci = std::sin(val);
-        const int rotn = i < kv_dim ? 2 : 1;
-        for (int r = 0; r < rotn; ++r) {
-          float* vec = r == 0 ? q_.data() : k;
-          const float v0 = vec[i], v1 = vec[i + 1];
-          vec[i] = v0 * fcr - v1 * fci;
-          vec[i + 1] = v0 * fci + v1 * fcr;
-        }
-      }
+      llama::matvec(q_.data(), xb_.data(), w_.wq(l));
+      llama::matvec(k, xb_.data(), w_.wk(l));
+      llama::matvec(v, xb_.data(), w_.wv(l));
+      llama::rope(q_.data(), dim, hs, pos);
+      llama::rope(k, kv_dim, hs, pos);
       for (int h = 0; h < c_.n_heads; ++h) {
         const float* qh = q_.data() + h * hs;
         float* att =
@@ -80,7 +69,7 @@ class Llama2Runner {
           for (int i = 0; i < hs; ++i) score += qh[i] * kt[i];
           att[t] = score / std::sqrt(static_cast<float>(hs));
         }
-        softmax(att, pos + 1);
+        llama::softmax(att, pos + 1);
         float* xbh = xb_.data() + h * hs;
         std::fill(xbh, xbh + hs, 0.0f);
         for (int t = 0; t <= pos; ++t) {
@@ -90,23 +79,19 @@ class Llama2Runner {
           for (int i = 0; i < hs; ++i) xbh[i] += a * vt[i];
         }
       }
-      matvec(xb2_.data(), xb_.data(), w_.wo(l));
+      llama::matvec(xb2_.data(), xb_.data(), w_.wo(l));
       for (int i = 0; i < dim; ++i)
         x_[static_cast<std::size_t>(i)] += xb2_[static_cast<std::size_t>(i)];
-      rmsnorm(xb_.data(), x_.data(), w_.rms_ffn(l), dim);
-      matvec(hb_.data(), xb_.data(), w_.w1(l));
-      matvec(hb2_.data(), xb_.data(), w_.w3(l));
-      for (int i = 0; i < c_.hidden_dim; ++i) {
-        float val = hb_[static_cast<std::size_t>(i)];
-        val *= 1.0f / (1.0f + std::exp(-val));  // SiLU
-        hb_[static_cast<std::size_t>(i)] = val * hb2_[static_cast<std::size_t>(i)];
-      }
-      matvec(xb_.data(), hb_.data(), w_.w2(l));
+      llama::rmsnorm(xb_.data(), x_.data(), w_.rms_ffn(l), dim);
+      llama::matvec(hb_.data(), xb_.data(), w_.w1(l));
+      llama::matvec(hb2_.data(), xb_.data(), w_.w3(l));
+      for (std::size_t i = 0; i < hb_.size(); ++i) hb_[i] = llama::silu_run_c(hb_[i]) * hb2_[i];
+      llama::matvec(xb_.data(), hb_.data(), w_.w2(l));
       for (int i = 0; i < dim; ++i)
         x_[static_cast<std::size_t>(i)] += xb_[static_cast<std::size_t>(i)];
     }
-    rmsnorm(x_.data(), x_.data(), w_.rms_final(), dim);
-    matvec(logits_.data(), x_.data(), w_.classifier());
+    llama::rmsnorm(x_.data(), x_.data(), w_.rms_final(), dim);
+    llama::matvec(logits_.data(), x_.data(), w_.classifier());
     return logits_;
   }
 
@@ -116,10 +101,7 @@ class Llama2Runner {
     double total = 0;
     for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
       const std::vector<float>& logits = forward(tokens[t], static_cast<int>(t));
-      const float mx = *std::max_element(logits.begin(), logits.end());
-      double sum = 0;
-      for (float l : logits) sum += std::exp(double{l} - mx);
-      total += std::log(sum) + mx - logits[static_cast<std::size_t>(tokens[t + 1])];
+      total += llama::cross_entropy(logits.data(), c_.vocab_size, tokens[t + 1]);
     }
     return total;
   }
@@ -145,34 +127,6 @@ class Llama2Runner {
   }
 
  private:
-  /// out = W x for W (rows x cols, row-major), one float sum per row in order, as run.c.
-  static void matvec(float* out, const float* x, MatrixRef<const float> w) {
-    for (Index i = 0; i < w.rows; ++i) {
-      float val = 0.0f;
-      const float* row = &w(i, 0);
-      for (Index j = 0; j < w.cols; ++j) val += row[j] * x[j];
-      out[i] = val;
-    }
-  }
-  static void rmsnorm(float* o, const float* x, const float* weight, int size) {
-    float ss = 0.0f;
-    for (int j = 0; j < size; ++j) ss += x[j] * x[j];
-    ss /= static_cast<float>(size);
-    ss += 1e-5f;
-    ss = 1.0f / std::sqrt(ss);
-    for (int j = 0; j < size; ++j) o[j] = weight[j] * (ss * x[j]);
-  }
-  static void softmax(float* x, int size) {
-    float max_val = x[0];
-    for (int i = 1; i < size; ++i) max_val = std::max(max_val, x[i]);
-    float sum = 0.0f;
-    for (int i = 0; i < size; ++i) {
-      x[i] = std::exp(x[i] - max_val);
-      sum += x[i];
-    }
-    for (int i = 0; i < size; ++i) x[i] /= sum;
-  }
-
   const Llama2Weights& w_;
   Llama2Config c_;
   std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, att_, logits_, key_cache_, value_cache_;
