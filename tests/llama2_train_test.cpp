@@ -1,13 +1,12 @@
 // llama2_train_test.cpp: the LoRA llama2 model's gradients against finite differences, and a
 // few fine-tuning steps in GSE mode.
-#include "gsq/models/llama/lora_model.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include "catch.hpp"
+#include "gsq/models/llama/lora_model.hpp"
 #include "gsq/models/llama/runner.hpp"
 #include "gsq/optim.hpp"
 

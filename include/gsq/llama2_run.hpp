@@ -1,4 +1,5 @@
-// llama2_run.hpp: deprecated since 0.2, removed in 0.3; include <gsq/models/llama/runner.hpp> instead.
+// llama2_run.hpp: deprecated since 0.2, removed in 0.3; include <gsq/models/llama/runner.hpp>
+// instead.
 #pragma once
 
 #include "gsq/models/llama/runner.hpp"

@@ -1,4 +1,5 @@
-// llama2_train.hpp: deprecated since 0.2, removed in 0.3; include <gsq/models/llama/lora_model.hpp> instead.
+// llama2_train.hpp: deprecated since 0.2, removed in 0.3; include <gsq/models/llama/lora_model.hpp>
+// instead.
 #pragma once
 
 #include "gsq/models/llama/lora_model.hpp"

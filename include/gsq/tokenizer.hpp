@@ -1,4 +1,5 @@
-// tokenizer.hpp: deprecated since 0.2, removed in 0.3; include <gsq/models/llama/tokenizer.hpp> instead.
+// tokenizer.hpp: deprecated since 0.2, removed in 0.3; include <gsq/models/llama/tokenizer.hpp>
+// instead.
 #pragma once
 
 #include "gsq/models/llama/tokenizer.hpp"
