@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
-#include "gsq/lora.hpp"
+#include "gsq/nn/lora.hpp"
 #include "gsq/optim.hpp"
 
 #if defined(GSQ_HAVE_EIGEN)

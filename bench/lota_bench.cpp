@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "bench_common.hpp"
-#include "gsq/lora.hpp"
-#include "gsq/lota.hpp"
+#include "gsq/nn/lora.hpp"
+#include "gsq/nn/lota.hpp"
 
 namespace {
 

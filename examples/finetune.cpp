@@ -31,10 +31,11 @@
 #include "finetune/fallback.hpp"
 #include "finetune/report.hpp"
 #include "finetune/train.hpp"
-#include "gsq/llama2.hpp"
-#include "gsq/llama2_run.hpp"
-#include "gsq/lora.hpp"
-#include "gsq/tokenizer.hpp"
+#include "gsq/models/llama/runner.hpp"
+#include "gsq/models/llama/tokenizer.hpp"
+#include "gsq/models/llama/weights.hpp"
+#include "gsq/nn/lora.hpp"
+#include "gsq/optim/tsign_sgd.hpp"
 
 namespace {
 

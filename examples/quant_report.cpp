@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "gsq/fp8.hpp"
+#include "gsq/baselines/fp8.hpp"
+#include "gsq/baselines/int8.hpp"
 #include "gsq/gsq.hpp"
-#include "gsq/int8.hpp"
-#include "gsq/llama2.hpp"
+#include "gsq/models/llama/weights.hpp"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "gsq/lora.hpp"  // detail::stream_seed, the seeds of a LoRA layer's gradient streams
+#include "gsq/nn/options.hpp"  // detail::stream_seed, the seeds of a LoRA layer's gradient streams
 #include "reference.hpp"
 
 namespace {

@@ -1,5 +1,5 @@
 // fp8_test.cpp: FP8 E4M3/E5M2 scalars and per-tensor FP8 against independent references.
-#include "gsq/fp8.hpp"
+#include "gsq/baselines/fp8.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -12,8 +12,8 @@
 
 #include "catch.hpp"
 #include "gsq/detail/rng.hpp"
-#include "gsq/lora.hpp"
-#include "gsq/lota.hpp"
+#include "gsq/nn/lora.hpp"
+#include "gsq/nn/lota.hpp"
 #include "gsq/optim.hpp"
 #include "matmul_spec.hpp"
 #include "testing.hpp"

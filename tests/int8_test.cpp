@@ -1,5 +1,5 @@
 // int8_test.cpp: per-tensor INT8 against a double-precision reference, ties and errors exactly.
-#include "gsq/int8.hpp"
+#include "gsq/baselines/int8.hpp"
 
 #include <algorithm>
 #include <cmath>

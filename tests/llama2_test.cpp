@@ -1,13 +1,12 @@
 // llama2_test.cpp: the llama2.c checkpoint reader on generated images and, when present, the
 // real stories260K.bin.
-#include "gsq/llama2.hpp"
-
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "catch.hpp"
+#include "gsq/models/llama/weights.hpp"
 #include "models.hpp"
 
 namespace {

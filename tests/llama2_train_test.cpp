@@ -1,7 +1,5 @@
 // llama2_train_test.cpp: the LoRA llama2 model against a double-precision reference of its loss
 // (value and central differences), micro-batching, the merged export, and GSE fine-tuning.
-#include "gsq/llama2_train.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -9,7 +7,8 @@
 
 #include "catch.hpp"
 #include "gsq/detail/rng.hpp"
-#include "gsq/llama2_run.hpp"
+#include "gsq/models/llama/lora_model.hpp"
+#include "gsq/models/llama/runner.hpp"
 #include "gsq/optim.hpp"
 #include "reference.hpp"
 

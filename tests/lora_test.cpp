@@ -2,7 +2,7 @@
 // format's float definition, s = alpha / r, its gradients against finite differences and a
 // double-precision implementation, FP8 mode bit for bit, the merge against a requantization in
 // double), its reproducibility and its memory accounting.
-#include "gsq/lora.hpp"
+#include "gsq/nn/lora.hpp"
 
 #include <array>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "gsq/nn/linear.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
 
@@ -542,4 +543,45 @@ TEST_CASE("LoRA from bf16 weights equals LoRA from the same values in float", "[
   from_bf16.forward(x, MatrixRef<float>::row_major(y16.data(), p.t, p.out));
   from_float.forward(x, MatrixRef<float>::row_major(y32.data(), p.t, p.out));
   REQUIRE(same_bits(y16, y32));
+}
+
+static_assert(gsq::is_linear_v<gsq::LoraLinear<>> && gsq::is_linear_v<gsq::LoraLinear<8, 8, 8, 8>>,
+              "LoraLinear models Linear (nn/linear.hpp)");
+static_assert(!gsq::is_linear_v<int> && !gsq::is_linear_v<gsq::FrozenBase<4>>,
+              "Linear rejects what is not a layer");
+
+TEST_CASE("LoRA forward of an already quantized X equals the float forward, bit for bit",
+          "[lora]") {
+  const auto p = make_problem(13, 96, 40, 4, 21);
+  auto from_float = make_layer<gsq::LoraLinear<4, 8, 8, 8, 32>>(p, LoraMode::kGse);
+  auto from_codes = make_layer<gsq::LoraLinear<4, 8, 8, 8, 32>>(p, LoraMode::kGse);
+  const Grads want = run(from_float, p);
+  const auto x = MatrixRef<const float>::row_major(p.x.data(), p.t, p.in);
+  const auto xq = gsq::quantize<8, 32>(x, gsq::Axis::kCols, from_codes.options().quantize());
+  Grads got;
+  got.y.resize(want.y.size());
+  got.dx.resize(want.dx.size());
+  from_codes.zero_grad();
+  from_codes.forward(xq, MatrixRef<float>::row_major(got.y.data(), p.t, p.out));
+  from_codes.backward(MatrixRef<const float>::row_major(p.r.data(), p.t, p.out),
+                      MatrixRef<float>::row_major(got.dx.data(), p.t, p.in));
+  REQUIRE(std::memcmp(got.y.data(), want.y.data(), want.y.size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(got.dx.data(), want.dx.data(), want.dx.size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(from_codes.grad_a().data(), want.da.data(), want.da.size() * 4) == 0);
+  REQUIRE(std::memcmp(from_codes.grad_b().data(), want.db.data(), want.db.size() * 4) == 0);
+  REQUIRE(from_codes.memory().total() == from_float.memory().total());
+  // The float modes need X in float; a wrongly grouped X is named.
+  from_codes.set_mode(LoraMode::kFloat);
+  REQUIRE(gsq::test::contains(gsq::test::error_message([&] {
+                                from_codes.forward(
+                                    xq, MatrixRef<float>::row_major(got.y.data(), p.t, p.out));
+                              }),
+                              "a quantized activation needs LoraMode::kGse"));
+  from_codes.set_mode(LoraMode::kGse);
+  const auto xq_rows = gsq::quantize<8, 32>(x, gsq::Axis::kRows);
+  REQUIRE(gsq::test::contains(gsq::test::error_message([&] {
+                                from_codes.forward(
+                                    xq_rows, MatrixRef<float>::row_major(got.y.data(), p.t, p.out));
+                              }),
+                              "grouped along in_features"));
 }

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "catch.hpp"
-#include "gsq/checkpoint.hpp"
-#include "gsq/lora.hpp"
+#include "gsq/io/checkpoint_file.hpp"
+#include "gsq/nn/lora.hpp"
 #include "gsq/optim.hpp"
 #include "testing.hpp"
 
@@ -171,11 +171,11 @@ TEST_CASE("LoRA fine-tune: resuming from a checkpoint is bit-identical", "[lora]
   std::vector<std::uint8_t> state;
   first.opt.save_state(state);
   w.add_bytes("optimizer", state);
-  w.save(path);
+  gsq::save_checkpoint(w, path);
 
   // A new process would rebuild the layer from the model and the optimizer from the layer.
   Trainer resumed(task, LoraMode::kGse, 1);
-  const auto r = gsq::CheckpointReader::load(path);
+  const auto r = gsq::load_checkpoint(path);
   resumed.layer.load_from(r, "layer.");
   resumed.opt.load_state(r.bytes("optimizer").data(), r.bytes("optimizer").size());
   for (int s = 20; s < 40; ++s) resumed.step(task, s);

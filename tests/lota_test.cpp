@@ -1,6 +1,6 @@
 // lota_test.cpp: LoTA-QAF: markers stay on the grid, the merge is exact, the quantile is right,
 // and t-SignSGD lowers a loss.
-#include "gsq/lota.hpp"
+#include "gsq/nn/lota.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,8 @@
 
 #include "catch.hpp"
 #include "gsq/detail/rng.hpp"
+#include "gsq/nn/linear.hpp"
+#include "gsq/optim/tsign_sgd.hpp"
 #include "testing.hpp"
 
 namespace {
@@ -349,4 +351,37 @@ TEST_CASE("LoTA: the layer's memory is its packed base, 2-bit adapters and codes
   REQUIRE(adapter_bits <= 2.1);
   REQUIRE(8.0 * m.base / (in * out) < 4.3);
   REQUIRE(m.saved_activations >= static_cast<std::size_t>(t * in));  // 8-bit codes of X
+}
+
+static_assert(gsq::is_linear_v<Lota>, "LotaLinear models Linear (nn/linear.hpp)");
+
+TEST_CASE("LoTA: forward of an already quantized X equals the float forward, bit for bit",
+          "[lota]") {
+  const Index t = 11, in = 64, out = 40;
+  const auto w = normal_vector(static_cast<std::size_t>(in * out), 31, 0.05f);
+  const auto x = normal_vector(static_cast<std::size_t>(t * in), 32);
+  const auto dy = normal_vector(static_cast<std::size_t>(t * out), 33);
+  const auto wref = MatrixRef<const float>::row_major(w.data(), in, out);
+  const auto xref = MatrixRef<const float>::row_major(x.data(), t, in);
+  for (const bool trained : {false, true}) {  // B = 0 streams the base; B != 0 the effective W
+    Lota from_float(wref, 4, 5), from_codes(wref, 4, 5);
+    if (trained) {
+      random_ternary(from_float.b(), 34);
+      random_ternary(from_codes.b(), 34);
+    }
+    std::vector<float> y1(static_cast<std::size_t>(t * out)), y2(y1.size());
+    std::vector<float> dx1(static_cast<std::size_t>(t * in)), dx2(dx1.size());
+    from_float.forward(xref, MatrixRef<float>::row_major(y1.data(), t, out));
+    from_codes.forward(
+        gsq::quantize<8, 32>(xref, gsq::Axis::kCols, from_codes.options().quantize()),
+        MatrixRef<float>::row_major(y2.data(), t, out));
+    from_float.backward(MatrixRef<const float>::row_major(dy.data(), t, out),
+                        MatrixRef<float>::row_major(dx1.data(), t, in), 9);
+    from_codes.backward(MatrixRef<const float>::row_major(dy.data(), t, out),
+                        MatrixRef<float>::row_major(dx2.data(), t, in), 9);
+    REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(dx1.data(), dx2.data(), dx1.size() * sizeof(float)) == 0);
+    REQUIRE(from_float.grad_a() == from_codes.grad_a());
+    REQUIRE(from_float.grad_b() == from_codes.grad_b());
+  }
 }

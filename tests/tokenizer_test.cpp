@@ -1,13 +1,13 @@
 // tokenizer_test.cpp: the llama2.c tokenizer (generated images, hostile images, and tok512.bin
 // when present) and exact fp32 inference of stories260K.
-#include "gsq/tokenizer.hpp"
+#include "gsq/models/llama/tokenizer.hpp"
 
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "catch.hpp"
-#include "gsq/llama2_run.hpp"
+#include "gsq/models/llama/runner.hpp"
 #include "models.hpp"
 #include "testing.hpp"
 

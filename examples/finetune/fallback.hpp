@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "gsq/llama2.hpp"
-#include "gsq/llama2_train.hpp"
-#include "gsq/lora.hpp"
+#include "gsq/models/llama/lora_model.hpp"
+#include "gsq/models/llama/weights.hpp"
+#include "gsq/nn/lora.hpp"
 #include "gsq/optim.hpp"
 #include "train.hpp"
 

@@ -19,9 +19,9 @@
 #include <utility>
 #include <vector>
 
-#include "gsq/llama2_run.hpp"
-#include "gsq/llama2_train.hpp"
-#include "gsq/lota.hpp"
+#include "gsq/models/llama/lora_model.hpp"
+#include "gsq/models/llama/runner.hpp"
+#include "gsq/nn/lota.hpp"
 #include "gsq/optim.hpp"
 
 namespace finetune {

@@ -1,11 +1,12 @@
 // main.cpp: a program that uses gsq from another project (an installed gsq through
 // find_package, or gsq's sources through add_subdirectory): quantize, pack, unpack and dequantize
 // one matrix, and check the result against the format's error bound and the header's version
-// against the one CMake reported.
+// against the one CMake reported; and run one token through a tiny random llama (gsq::llama).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <gsq/gsq.hpp>
+#include <gsq/models/llama/runner.hpp>
 #include <vector>
 
 int main() {
@@ -23,6 +24,22 @@ int main() {
     // |x| <= 1: the step is at most 2^-6, so nearest rounding errs by at most 2^-7.
     if (std::fabs(x[k] - y[k]) > std::ldexp(1.0f, -7)) {
       std::printf("consumer: element %zu: %g became %g\n", k, x[k], y[k]);
+      return 1;
+    }
+  }
+  gsq::Llama2Config c;
+  c.dim = 16;
+  c.hidden_dim = 32;
+  c.n_layers = 1;
+  c.n_heads = 2;
+  c.n_kv_heads = 2;
+  c.vocab_size = 8;
+  c.seq_len = 4;
+  const gsq::Llama2Weights w = gsq::Llama2Weights::random(c, 1);
+  gsq::Llama2Runner runner(w);
+  for (float logit : runner.forward(1, 0)) {
+    if (!std::isfinite(logit)) {
+      std::printf("consumer: a non-finite logit\n");
       return 1;
     }
   }

@@ -13,7 +13,7 @@
 // kind and say why for the wrong kind or an absent name.
 #include <cstdint>
 #include <cstring>
-#include <gsq/checkpoint.hpp>
+#include <gsq/io/checkpoint.hpp>
 #include <map>
 #include <stdexcept>
 #include <string>

@@ -11,7 +11,7 @@
 // accessor without leaving the buffer, and the accessors must not throw.
 #include <cstdint>
 #include <cstring>
-#include <gsq/llama2.hpp>
+#include <gsq/models/llama/weights.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <gsq/checkpoint.hpp>
 #include <gsq/half.hpp>
+#include <gsq/io/checkpoint.hpp>
 #include <limits>
 #include <string>
 #include <vector>

@@ -1,4 +1,5 @@
-// gemm_f32.hpp: a plain float GEMM for the reference (float and FP8) modes of the LoRA layer.
+// gemm_f32.hpp: a plain float GEMM for the reference (float and FP8) modes of the LoRA layer, and
+// the transpose of a matrix view.
 #pragma once
 
 #include <vector>
@@ -7,6 +8,12 @@
 #include "gsq/tensor.hpp"
 
 namespace gsq::detail {
+
+/// The transpose of a matrix view (no copy): rows and columns, and their strides, swapped.
+template <typename T>
+MatrixRef<T> transposed(MatrixRef<T> m) noexcept {
+  return {m.data, m.cols, m.rows, m.col_stride, m.row_stride};
+}
 
 /// C = alpha * A * B + beta * C in float, any strides.  Row by row with the K loop outside the
 /// N loop, so the inner loop runs along contiguous rows of B and C when they are row-major and

@@ -1,4 +1,4 @@
-// per_tensor.hpp: shape checks, amax and scale shared by the per-tensor fp8.hpp and int8.hpp.
+// per_tensor.hpp: shape checks, amax and scale shared by baselines/fp8.hpp and baselines/int8.hpp.
 #pragma once
 
 #include <cstddef>

@@ -1,0 +1,433 @@
+// lora.hpp: the LoRA linear layer with a frozen low-bit base weight, where every matmul of the
+// forward and backward pass runs on GSE operands grouped along its own reduction axis.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gsq/baselines/fp8.hpp"
+#include "gsq/convert.hpp"
+#include "gsq/detail/check.hpp"
+#include "gsq/detail/gemm_f32.hpp"
+#include "gsq/io/checkpoint.hpp"
+#include "gsq/matmul.hpp"
+#include "gsq/nn/frozen_base.hpp"
+#include "gsq/nn/options.hpp"
+#include "gsq/regroup.hpp"
+#include "gsq/tensor.hpp"
+
+namespace gsq {
+
+// The layer
+// ---------------------------------------------------------------------------------------------
+//   Y = X * W + s * (X * A) * B,   s = alpha / r
+// X: T x in (tokens x in_features), W: in x out, frozen and stored bit-packed as GSE-INT<WBits>
+// grouped along in_features (nn/frozen_base.hpp: about 4.16 bits per value at 4 bits; no float
+// copy is kept).
+// A: in x r and B: r x out are the trainable adapters, float master copies.  A starts from a
+// seeded Kaiming-uniform draw (bound 1 / sqrt(in)), B from zero, so the layer starts as the
+// base.
+//
+// Every matmul of LoraMode::kGse, with the axis its operands are grouped along:
+//   forward    Y  = Xq(in) * W(in)                 Xq: ABits, quantized once, saved bit-packed
+//              H  = Xq(in) * Aq(in)                H: T x r
+//              Y += s * Hq(r) * Bq(r)              Hq: ABits, saved bit-packed
+//   backward   dX = dYq(out) * W^T(out)            W regrouped in integers to GSE-INT8 along
+//                                                  out (regroup.hpp; exact for typical weights)
+//              G  = dYq(out) * B^T(out)            G = dL/dH / s: T x r
+//              dX += s * Gq(r) * A^T(r)
+//              dA += s * X^T(tokens) * Gq(tokens)  the saved Xq regrouped along tokens
+//              dB += s * H^T(tokens) * dYq(tokens) the saved Hq regrouped along tokens
+// Gradients (dY, G) are quantized to GBits with stochastic rounding by default, from a stream
+// seeded by (options.seed, step, operand), so a run is reproducible; adapters to AdBits with
+// nearest-even.  LoraMode::kFloat runs the same products in float on the dequantized base (the
+// QLoRA-style reference); LoraMode::kFp8 rounds forward operands to FP8 E4M3 and backward
+// gradients to E5M2 (per-tensor scales), then multiplies in float, as FP8 training recipes do.
+
+namespace detail {
+
+/// A dense row-major copy of any float matrix.
+inline std::vector<float> dense(MatrixRef<const float> m) {
+  std::vector<float> out(static_cast<std::size_t>(m.rows * m.cols));
+  for (Index i = 0; i < m.rows; ++i) {
+    for (Index j = 0; j < m.cols; ++j) out[static_cast<std::size_t>(i * m.cols + j)] = m(i, j);
+  }
+  return out;
+}
+
+/// Rounds a dense row-major matrix through FP8 F with a per-tensor scale, in place.
+template <typename F>
+void fp8_round(std::vector<float>& x, Index rows, Index cols) {
+  if (x.empty()) return;
+  x = dequantize_fp8(quantize_fp8<F>(x.data(), rows, cols, cols));
+}
+
+}  // namespace detail
+
+/// The LoRA linear layer (see above).  WBits: the frozen base; ABits: activations; GBits:
+/// gradients; AdBits: adapters ("4-8-8-8" is W4 A8 G8 with 8-bit adapters).  Models Linear
+/// (nn/linear.hpp).  Not thread-safe; matmuls use MatmulOptions::threads.
+template <int WBits = 4, int ABits = 8, int GBits = 8, int AdBits = 8, int G = 32>
+class LoraLinear {
+ public:
+  /// Builds the layer from the float base weight w (in x out, any strides), quantized to
+  /// GSE-INT<WBits> along in_features with nearest-even rounding.  Only the packed copy is kept.
+  LoraLinear(MatrixRef<const float> w, const LoraOptions& options) : options_(options) { init(w); }
+  /// The same from bf16 weights (as bit patterns, gsq::Bf16), as checkpoints often store them.
+  LoraLinear(MatrixRef<const Bf16> w, const LoraOptions& options) : options_(options) { init(w); }
+
+  Index in_features() const noexcept { return in_; }
+  Index out_features() const noexcept { return out_; }
+  int rank() const noexcept { return rank_; }
+  float scale() const noexcept { return scale_; }
+  const LoraOptions& options() const noexcept { return options_; }
+  LoraMode mode() const noexcept { return options_.mode; }
+  void set_mode(LoraMode mode) noexcept { options_.mode = mode; }
+
+  /// The adapters (row-major in x r and r x out) and their accumulated gradients.
+  std::vector<float>& a() noexcept { return a_; }
+  std::vector<float>& b() noexcept { return b_; }
+  std::vector<float>& grad_a() noexcept { return grad_a_; }
+  std::vector<float>& grad_b() noexcept { return grad_b_; }
+  const std::vector<float>& a() const noexcept { return a_; }
+  const std::vector<float>& b() const noexcept { return b_; }
+  const PackedGseTensor<WBits, G>& base() const noexcept { return base_.packed(); }
+
+  /// The dequantized base weight (in x out, row-major), for references and export.
+  std::vector<float> base_float() const { return base_.dequantized(); }
+
+  /// An activation quantized as this layer quantizes X: GSE-INT<ABits> along in_features.
+  using Activation = GseTensor<ABits, G>;
+
+  /// Y = X W + s X A B for X (T x in) into Y (T x out), saving what backward needs.
+  void forward(MatrixRef<const float> x, MatrixRef<float> y) {
+    check_forward(x.rows, x.cols, y);
+    tokens_ = x.rows;
+    temporary_ = 0;
+    switch (options_.mode) {
+      case LoraMode::kGse:
+        forward_gse(quantize<ABits, G>(x, Axis::kCols, options_.quantize()), y);
+        break;
+      case LoraMode::kFloat:
+      case LoraMode::kFp8:
+        forward_float(x, y);
+        break;
+    }
+    saved_ = true;
+  }
+
+  /// The same from X already quantized (T x in, grouped along in_features, e.g. by
+  /// quantize<ABits, G>(x, Axis::kCols, options().quantize()), which gives what the float
+  /// overload computes, bit for bit), so that layers reading the same input can share one
+  /// quantization.  LoraMode::kGse only: the float and FP8 modes need X in float.
+  void forward(const Activation& xq, MatrixRef<float> y) {
+    GSQ_CHECK(options_.mode == LoraMode::kGse,
+              "LoraLinear::forward: a quantized activation needs LoraMode::kGse, the layer is in ",
+              to_string(options_.mode), " mode");
+    GSQ_CHECK(xq.axis() == Axis::kCols,
+              "LoraLinear::forward: Xq must be grouped along in_features");
+    check_forward(xq.rows(), xq.cols(), y);
+    tokens_ = xq.rows();
+    temporary_ = 0;
+    forward_gse(xq, y);
+    saved_ = true;
+  }
+
+  /// Given dL/dY (T x out) for the last forward: accumulates dA and dB, and writes dL/dX into
+  /// dx (T x in) unless dx.data is null.  Advances the step used by stochastic rounding.
+  void backward(MatrixRef<const float> dy, MatrixRef<float> dx) {
+    GSQ_CHECK(saved_, "LoraLinear::backward: no forward pass to differentiate");
+    GSQ_CHECK(dy.rows == tokens_ && dy.cols == out_, "LoraLinear::backward: dY is ", dy.rows, "x",
+              dy.cols, " but the forward output was ", tokens_, "x", out_);
+    GSQ_CHECK(dx.data == nullptr || (dx.rows == tokens_ && dx.cols == in_),
+              "LoraLinear::backward: dX is ", dx.rows, "x", dx.cols, " but X was ", tokens_, "x",
+              in_);
+    switch (options_.mode) {
+      case LoraMode::kGse:
+        backward_gse(dy, dx);
+        break;
+      case LoraMode::kFloat:
+      case LoraMode::kFp8:
+        backward_float(dy, dx);
+        break;
+    }
+    ++step_;
+  }
+
+  void zero_grad() {
+    std::fill(grad_a_.begin(), grad_a_.end(), 0.0f);
+    std::fill(grad_b_.begin(), grad_b_.end(), 0.0f);
+  }
+
+  /// The stochastic-rounding step counter (restored from checkpoints).
+  std::int64_t step() const noexcept { return step_; }
+  void set_step(std::int64_t step) noexcept { step_ = step; }
+
+  /// Adds the adapters and the step counter to a checkpoint, as "<prefix>a", "<prefix>b" and
+  /// "<prefix>step".  The frozen base is not saved: it is rebuilt from the model.
+  void save_to(CheckpointWriter& writer, const std::string& prefix) const {
+    writer.add_floats(prefix + "a", a_.data(), a_.size());
+    writer.add_floats(prefix + "b", b_.data(), b_.size());
+    writer.add_int64(prefix + "step", step_);
+  }
+
+  /// Checks that a checkpoint holds this layer's entries with the right sizes; throws
+  /// std::invalid_argument naming the first mismatch.  Changes nothing.
+  void check(const CheckpointReader& reader, const std::string& prefix) const {
+    GSQ_CHECK(reader.float_count(prefix + "a") == a_.size() &&
+                  reader.float_count(prefix + "b") == b_.size(),
+              "LoraLinear: checkpoint entries '", prefix, "a' and '", prefix, "b' hold ",
+              reader.float_count(prefix + "a"), " and ", reader.float_count(prefix + "b"),
+              " values, but this layer (", in_, " -> ", out_, ", rank ", rank_, ") needs ",
+              a_.size(), " and ", b_.size());
+    (void)reader.int64(prefix + "step");
+  }
+
+  /// Restores what save_to wrote, after check() (so a bad checkpoint changes nothing).
+  void load_from(const CheckpointReader& reader, const std::string& prefix) {
+    check(reader, prefix);
+    reader.read_floats(prefix + "a", a_.data(), a_.size());
+    reader.read_floats(prefix + "b", b_.data(), b_.size());
+    step_ = reader.int64(prefix + "step");
+    saved_ = false;
+  }
+
+  /// Bytes held, by role; saved activations and the largest temporary are those of the last
+  /// forward and backward.
+  LoraMemory memory() const noexcept {
+    LoraMemory m;
+    m.base = base_.bytes();
+    m.adapter_master = (a_.size() + b_.size()) * sizeof(float);
+    m.adapter_gradients = (grad_a_.size() + grad_b_.size()) * sizeof(float);
+    m.saved_activations = x_packed_.bytes() + h_packed_.bytes() - 2 * sizeof(x_packed_) +
+                          (x_float_.size() + h_float_.size()) * sizeof(float);
+    m.largest_temporary = temporary_;
+    return m;
+  }
+
+  /// Folds the adapter into the base for inference: W' = quantize(W + s A B) at WBits along
+  /// in_features, then zeroes B (so the adapter path adds nothing and training could go on).
+  /// Returns the error the requantization adds: the RMS of (W' - (W + s A B)) over the RMS of
+  /// s A B (0 when the adapter is zero).
+  double merge() {
+    const std::vector<float> delta = adapter_delta();
+    std::vector<float> w = base_float();
+    for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];  // effective_weight()
+    base_.assign(quantize<WBits, G>(MatrixRef<const float>::row_major(w.data(), in_, out_),
+                                    Axis::kRows, options_.quantize())
+                     .view());
+    const std::vector<float> merged = base_float();
+    double err = 0, sig = 0;
+    for (std::size_t k = 0; k < w.size(); ++k) {
+      err += (double{merged[k]} - w[k]) * (double{merged[k]} - w[k]);
+      sig += double{delta[k]} * delta[k];
+    }
+    std::fill(b_.begin(), b_.end(), 0.0f);
+    return sig == 0 ? 0.0 : std::sqrt(err / sig);
+  }
+
+  /// The adapter's contribution s A B (in x out, row-major float32).
+  std::vector<float> adapter_delta() const {
+    std::vector<float> delta(static_cast<std::size_t>(in_ * out_));
+    detail::gemm_f32(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
+                     MatrixRef<const float>::row_major(b_.data(), rank_, out_),
+                     MatrixRef<float>::row_major(delta.data(), in_, out_), scale_);
+    return delta;
+  }
+
+  /// The layer's weight with the adapter folded in, kept in float32: the dequantized base plus
+  /// s A B (in x out, row-major).  Unlike merge(), nothing is requantized, so a float32 model
+  /// built from it (for example a llama2.c export) computes what the float-mode layer computes.
+  std::vector<float> effective_weight() const {
+    std::vector<float> w = base_float();
+    const std::vector<float> delta = adapter_delta();
+    for (std::size_t k = 0; k < w.size(); ++k) w[k] += delta[k];
+    return w;
+  }
+
+ private:
+  using Act = Activation;
+
+  void check_forward(Index rows, Index cols, MatrixRef<float> y) const {
+    GSQ_CHECK(cols == in_ && y.rows == rows && y.cols == out_, "LoraLinear::forward: X is ", rows,
+              "x", cols, " and Y is ", y.rows, "x", y.cols, " for a ", in_, " -> ", out_, " layer");
+  }
+
+  template <typename T>
+  void init(MatrixRef<const T> w) {
+    GSQ_CHECK(options_.rank >= 1, "LoraLinear: rank must be at least 1, got ", options_.rank);
+    GSQ_CHECK(std::isfinite(options_.alpha), "LoraLinear: alpha must be finite");
+    GSQ_CHECK(w.rows >= 1 && w.cols >= 1, "LoraLinear: empty base weight ", w.rows, "x", w.cols);
+    in_ = w.rows;
+    out_ = w.cols;
+    rank_ = options_.rank;
+    scale_ = options_.alpha / static_cast<float>(rank_);
+    base_ = FrozenBase<WBits, G>(w, options_.quantize());
+    a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
+    b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
+    grad_a_.assign(a_.size(), 0.0f);
+    grad_b_.assign(b_.size(), 0.0f);
+    std::mt19937_64 rng(options_.seed);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
+    std::uniform_real_distribution<float> uniform(-bound, bound);
+    for (float& v : a_) v = uniform(rng);
+  }
+
+  void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
+  /// What the matmul driver packs the K x N weight operand into (detail::rhs_buffer_bytes).
+  std::size_t rhs_buffer_bytes(Index k, Index n) const noexcept {
+    return detail::rhs_buffer_bytes(k, n, G, detail::resolve_threads(options_.matmul.threads));
+  }
+
+  // ---- GSE mode ------------------------------------------------------------------------------
+  void forward_gse(const Act& xq, MatrixRef<float> y) {
+    const Index t = xq.rows();
+    const QuantizeOptions nearest = options_.quantize();
+    // The base streams from its packed form: one L2-sized block of kernel panels at a time.
+    note_temporary(xq.bytes() + rhs_buffer_bytes(in_, out_));
+    base_.forward(xq.view(), y, options_.matmul);
+
+    const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
+                                        Axis::kRows, nearest);
+    std::vector<float> h(static_cast<std::size_t>(t * rank_));
+    matmul(xq.view(), aq.view(), MatrixRef<float>::row_major(h.data(), t, rank_), 1.0f, 0.0f,
+           options_.matmul);
+    const Act hq = quantize<ABits, G>(MatrixRef<const float>::row_major(h.data(), t, rank_),
+                                      Axis::kCols, nearest);
+    const auto bq = quantize<AdBits, G>(MatrixRef<const float>::row_major(b_.data(), rank_, out_),
+                                        Axis::kRows, nearest);
+    matmul(hq.view(), bq.view(), y, scale_, 1.0f, options_.matmul);
+
+    x_packed_ = PackedGseTensor<ABits, G>::pack(xq.view());
+    h_packed_ = PackedGseTensor<ABits, G>::pack(hq.view());
+    x_float_.clear();
+    h_float_.clear();
+  }
+
+  void backward_gse(MatrixRef<const float> dy, MatrixRef<float> dx) {
+    const Index t = tokens_;
+    QuantizeOptions grad =
+        options_.quantize(options_.gradient_rounding, detail::stream_seed(options_.seed, step_, 0));
+    const QuantizeOptions nearest = options_.quantize();
+    const auto dyq = quantize<GBits, G>(dy, Axis::kCols, grad);  // along out
+
+    // G = dY B^T: B (r x out) grouped along out, transposed to out x r grouped along its rows.
+    const auto bt = quantize<AdBits, G>(MatrixRef<const float>::row_major(b_.data(), rank_, out_),
+                                        Axis::kCols, nearest);
+    std::vector<float> g(static_cast<std::size_t>(t * rank_));
+    const auto gref = MatrixRef<float>::row_major(g.data(), t, rank_);
+    matmul(dyq.view(), bt.view().transposed(), gref, 1.0f, 0.0f, options_.matmul);
+
+    if (dx.data != nullptr) {
+      // W^T regrouped along out to GSE-INT8 on the fly (exact for typical weights).
+      note_temporary(dyq.bytes() + rhs_buffer_bytes(out_, in_));
+      base_.backward_input(dyq.view(), dx, options_.matmul);
+      grad.seed = detail::stream_seed(options_.seed, step_, 1);
+      const auto gq = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kCols, grad);
+      const auto at = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
+                                          Axis::kCols, nearest);
+      matmul(gq.view(), at.view().transposed(), dx, scale_, 1.0f, options_.matmul);
+    }
+
+    // dA += s X^T G, reduced over tokens: X and G grouped along tokens.
+    const Act xq = x_packed_.unpack();
+    const auto xt = regroup<8>(xq.view(), Axis::kRows);  // T x in, groups along tokens
+    grad.seed = detail::stream_seed(options_.seed, step_, 2);
+    const auto gt = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kRows, grad);
+    matmul(xt.view().transposed(), gt.view(),
+           MatrixRef<float>::row_major(grad_a_.data(), in_, rank_), scale_, 1.0f, options_.matmul);
+    note_temporary(xq.bytes() + xt.bytes());
+
+    // dB += s H^T dY, reduced over tokens.
+    const Act hq = h_packed_.unpack();
+    const auto ht = regroup<8>(hq.view(), Axis::kRows);
+    grad.seed = detail::stream_seed(options_.seed, step_, 3);
+    const auto dyt = quantize<GBits, G>(dy, Axis::kRows, grad);
+    matmul(ht.view().transposed(), dyt.view(),
+           MatrixRef<float>::row_major(grad_b_.data(), rank_, out_), scale_, 1.0f, options_.matmul);
+  }
+
+  // ---- float and FP8 modes -------------------------------------------------------------------
+  // FP8: forward operands through E4M3, backward gradients through E5M2 (weights and saved
+  // activations keep their E4M3 rounding).
+  bool fp8() const noexcept { return options_.mode == LoraMode::kFp8; }
+
+  void forward_float(MatrixRef<const float> x, MatrixRef<float> y) {
+    const Index t = x.rows;
+    x_float_ = detail::dense(x);
+    std::vector<float> w = base_float();
+    std::vector<float> a = a_, b = b_;
+    if (fp8()) {
+      detail::fp8_round<Fp8E4M3>(x_float_, t, in_);
+      detail::fp8_round<Fp8E4M3>(w, in_, out_);
+      detail::fp8_round<Fp8E4M3>(a, in_, rank_);
+      detail::fp8_round<Fp8E4M3>(b, rank_, out_);
+    }
+    note_temporary(w.size() * sizeof(float));
+    const auto xr = MatrixRef<const float>::row_major(x_float_.data(), t, in_);
+    detail::gemm_f32(xr, MatrixRef<const float>::row_major(w.data(), in_, out_), y);
+    h_float_.assign(static_cast<std::size_t>(t * rank_), 0.0f);
+    detail::gemm_f32(xr, MatrixRef<const float>::row_major(a.data(), in_, rank_),
+                     MatrixRef<float>::row_major(h_float_.data(), t, rank_));
+    if (fp8()) detail::fp8_round<Fp8E4M3>(h_float_, t, rank_);
+    detail::gemm_f32(MatrixRef<const float>::row_major(h_float_.data(), t, rank_),
+                     MatrixRef<const float>::row_major(b.data(), rank_, out_), y, scale_, 1.0f);
+    x_packed_ = {};
+    h_packed_ = {};
+  }
+
+  void backward_float(MatrixRef<const float> dy_in, MatrixRef<float> dx) {
+    const Index t = tokens_;
+    std::vector<float> dy = detail::dense(dy_in);
+    std::vector<float> a = a_, b = b_;
+    if (fp8()) {
+      detail::fp8_round<Fp8E5M2>(dy, t, out_);
+      detail::fp8_round<Fp8E4M3>(a, in_, rank_);
+      detail::fp8_round<Fp8E4M3>(b, rank_, out_);
+    }
+    const auto dyr = MatrixRef<const float>::row_major(dy.data(), t, out_);
+    std::vector<float> g(static_cast<std::size_t>(t * rank_));
+    detail::gemm_f32(dyr,
+                     detail::transposed(MatrixRef<const float>::row_major(b.data(), rank_, out_)),
+                     MatrixRef<float>::row_major(g.data(), t, rank_));
+    if (fp8()) detail::fp8_round<Fp8E5M2>(g, t, rank_);
+    const auto gr = MatrixRef<const float>::row_major(g.data(), t, rank_);
+    if (dx.data != nullptr) {
+      std::vector<float> w = base_float();
+      if (fp8()) detail::fp8_round<Fp8E4M3>(w, in_, out_);
+      note_temporary(w.size() * sizeof(float));
+      detail::gemm_f32(
+          dyr, detail::transposed(MatrixRef<const float>::row_major(w.data(), in_, out_)), dx);
+      detail::gemm_f32(gr,
+                       detail::transposed(MatrixRef<const float>::row_major(a.data(), in_, rank_)),
+                       dx, scale_, 1.0f);
+    }
+    detail::gemm_f32(detail::transposed(MatrixRef<const float>::row_major(x_float_.data(), t, in_)),
+                     gr, MatrixRef<float>::row_major(grad_a_.data(), in_, rank_), scale_, 1.0f);
+    detail::gemm_f32(
+        detail::transposed(MatrixRef<const float>::row_major(h_float_.data(), t, rank_)), dyr,
+        MatrixRef<float>::row_major(grad_b_.data(), rank_, out_), scale_, 1.0f);
+  }
+
+  LoraOptions options_;
+  Index in_ = 0;
+  Index out_ = 0;
+  int rank_ = 0;
+  float scale_ = 1.0f;
+  FrozenBase<WBits, G> base_;
+  std::vector<float> a_, b_, grad_a_, grad_b_;
+
+  // Saved by forward for backward.
+  bool saved_ = false;
+  Index tokens_ = 0;
+  PackedGseTensor<ABits, G> x_packed_, h_packed_;
+  std::vector<float> x_float_, h_float_;
+  std::size_t temporary_ = 0;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace gsq
