@@ -114,8 +114,11 @@ TEST_CASE("stories260K: greedy fp32 decoding reproduces llama2.c", "[tokenizer][
   const auto w = gsq::Llama2Weights::load(model);
   const auto t = gsq::Tokenizer::load(tok, w.config().vocab_size);
   gsq::Llama2Runner run(w);
-  const std::string text = t.decode(run.generate_greedy(64));
+  const std::vector<int> generated = run.generate_greedy(64);
+  const std::string text = t.decode(generated);
   INFO("generated: " << text);
+  // 64 positions give 64 tokens, as llama2.c's run -n 64 prints (none of them is BOS here).
+  REQUIRE(generated.size() == 64);
   REQUIRE(text.rfind("Once upon a time, there was a little girl named Lily. She loved to play "
                      "outside in the park.",
                      0) == 0);

@@ -106,14 +106,15 @@ class Llama2Runner {
     return total;
   }
 
-  /// Greedy decoding from BOS for up to `steps` positions (stops at BOS, as run.c does):
-  /// the generated tokens, without the leading BOS.
+  /// Greedy decoding from BOS: `steps` forward passes at positions 0 .. steps - 1, each
+  /// choosing one token, so up to `steps` tokens (fewer when one is BOS, where run.c stops too),
+  /// as llama2.c's `run -n steps` prints.  The leading BOS is not returned.
   std::vector<int> generate_greedy(int steps) {
     GSQ_CHECK(steps >= 1 && steps <= c_.seq_len, "llama2: steps ", steps, " is outside [1, ",
               c_.seq_len, "]");
     std::vector<int> out;
     int token = 1;  // BOS
-    for (int pos = 0; pos + 1 < steps; ++pos) {
+    for (int pos = 0; pos < steps; ++pos) {
       const std::vector<float>& logits = forward(token, pos);
       int next = 0;
       for (int i = 1; i < c_.vocab_size; ++i) {
