@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "gsq/detail/gemm_f32.hpp"
 #include "gsq/nn/linear.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
@@ -202,23 +203,14 @@ std::vector<float> fp8(const std::vector<float>& x, Index rows, Index cols) {
   return gsq::dequantize_fp8(gsq::quantize_fp8<F>(x.data(), rows, cols, cols));
 }
 
-/// C = alpha * op(A) op(B) + C (C is m x n; A is m x k, or k x m when ta; B is k x n, or n x k
-/// when tb; all dense row-major) in float: each element summed over k in order from 0.0f, then
-/// scaled, the order of a plain float GEMM.  With alpha a power of two the epilogue is exact, so
-/// the result does not depend on how a compiler contracts it.
+/// c += alpha * op(a) * op(b), op(a) m x k and op(b) k x n (transposed when ta / tb), through the
+/// library's float GEMM: the FP8 reference checks which operands are rounded, not the float GEMM
+/// (whose contracted multiply-adds differ between x86 and AArch64 builds).
 void gemm(const std::vector<float>& a, bool ta, const std::vector<float>& b, bool tb,
           std::vector<float>& c, Index m, Index n, Index k, float alpha) {
-  for (Index i = 0; i < m; ++i) {
-    for (Index j = 0; j < n; ++j) {
-      float acc = 0.0f;
-      for (Index q = 0; q < k; ++q) {
-        const float x = a[static_cast<std::size_t>(ta ? q * m + i : i * k + q)];
-        const float y = b[static_cast<std::size_t>(tb ? j * k + q : q * n + j)];
-        acc += x * y;
-      }
-      c[static_cast<std::size_t>(i * n + j)] += alpha * acc;
-    }
-  }
+  const MatrixRef<const float> ra{a.data(), m, k, ta ? 1 : k, ta ? m : 1};
+  const MatrixRef<const float> rb{b.data(), k, n, tb ? 1 : n, tb ? k : 1};
+  gsq::detail::gemm_f32(ra, rb, MatrixRef<float>::row_major(c.data(), m, n), alpha, 1.0f);
 }
 
 /// LoraMode::kFp8 as lora.hpp documents it, in float on the reference base: the forward

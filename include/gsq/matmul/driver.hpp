@@ -41,17 +41,6 @@ inline constexpr Index kRhsBlockBytes = 512 * 1024;
 /// Blocks of kMr rows of A per work item.
 inline constexpr Index kLhsBlocksPerItem = 8;
 
-/// An upper bound of the bytes run_tiles packs a K x N right operand into when it is not packed
-/// ahead: an L2-sized block per thread (two, for the block being filled and rounding), or the
-/// whole operand when that is smaller (a skinny B is packed whole, once).  For memory accounting.
-inline std::size_t rhs_buffer_bytes(Index k, Index n, int group_size, int threads) noexcept {
-  constexpr Index kWidestPanel = 32;
-  const Index cols = (n + kWidestPanel - 1) / kWidestPanel * kWidestPanel;
-  const Index whole = cols * ((k + group_size - 1) / group_size) * (Index{group_size} + 4);
-  const Index blocks = 2 * kRhsBlockBytes * std::max(threads, 1);
-  return static_cast<std::size_t>(std::min(whole, blocks));
-}
-
 /// Runs the tiles of C with kernel I: work items are (block of B panels) x (chunk of row
 /// blocks of A), jb-major so that consecutive items of one thread share their B block, which
 /// stays in L2 while each block of A rows is reused from L1 across it.  Every output is one

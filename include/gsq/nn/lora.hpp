@@ -278,29 +278,34 @@ class LoraLinear {
   }
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
-  /// What the matmul driver packs the K x N weight operand into (detail::rhs_buffer_bytes).
-  std::size_t rhs_buffer_bytes(Index k, Index n) const noexcept {
-    return detail::rhs_buffer_bytes(k, n, G, detail::resolve_threads(options_.matmul.threads));
+  /// The options of every matmul: the caller's, with the caller's workspace (a model shares one
+  /// among its layers, which run one at a time) or else this layer's own.
+  MatmulOptions matmul_options() noexcept {
+    MatmulOptions m = options_.matmul;
+    if (m.workspace == nullptr) m.workspace = &workspace_;
+    return m;
   }
 
   // ---- GSE mode ------------------------------------------------------------------------------
   void forward_gse(const Act& xq, MatrixRef<float> y) {
+    const MatmulOptions mm = matmul_options();
     const Index t = xq.rows();
     const QuantizeOptions nearest = options_.quantize();
     // The base streams from its packed form: one L2-sized block of kernel panels at a time.
-    note_temporary(xq.bytes() + rhs_buffer_bytes(in_, out_));
-    base_.forward(xq.view(), y, options_.matmul);
+    base_.forward(xq.view(), y, mm);
+    // Xq and the packing buffers the base streamed through: the workspace's real size.
+    note_temporary(xq.bytes() + mm.workspace->bytes());
 
     const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
                                         Axis::kRows, nearest);
     std::vector<float> h(static_cast<std::size_t>(t * rank_));
     matmul(xq.view(), aq.view(), MatrixRef<float>::row_major(h.data(), t, rank_), 1.0f, 0.0f,
-           options_.matmul);
+           mm);
     const Act hq = quantize<ABits, G>(MatrixRef<const float>::row_major(h.data(), t, rank_),
                                       Axis::kCols, nearest);
     const auto bq = quantize<AdBits, G>(MatrixRef<const float>::row_major(b_.data(), rank_, out_),
                                         Axis::kRows, nearest);
-    matmul(hq.view(), bq.view(), y, scale_, 1.0f, options_.matmul);
+    matmul(hq.view(), bq.view(), y, scale_, 1.0f, mm);
 
     x_packed_ = PackedGseTensor<ABits, G>::pack(xq.view());
     h_packed_ = PackedGseTensor<ABits, G>::pack(hq.view());
@@ -309,6 +314,7 @@ class LoraLinear {
   }
 
   void backward_gse(MatrixRef<const float> dy, MatrixRef<float> dx) {
+    const MatmulOptions mm = matmul_options();
     const Index t = tokens_;
     QuantizeOptions grad =
         options_.quantize(options_.gradient_rounding, detail::stream_seed(options_.seed, step_, 0));
@@ -320,17 +326,17 @@ class LoraLinear {
                                         Axis::kCols, nearest);
     std::vector<float> g(static_cast<std::size_t>(t * rank_));
     const auto gref = MatrixRef<float>::row_major(g.data(), t, rank_);
-    matmul(dyq.view(), bt.view().transposed(), gref, 1.0f, 0.0f, options_.matmul);
+    matmul(dyq.view(), bt.view().transposed(), gref, 1.0f, 0.0f, mm);
 
     if (dx.data != nullptr) {
       // W^T regrouped along out to GSE-INT8 on the fly (exact for typical weights).
-      note_temporary(dyq.bytes() + rhs_buffer_bytes(out_, in_));
-      base_.backward_input(dyq.view(), dx, options_.matmul);
+      base_.backward_input(dyq.view(), dx, mm);
+      note_temporary(dyq.bytes() + mm.workspace->bytes());
       grad.seed = detail::stream_seed(options_.seed, step_, 1);
       const auto gq = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kCols, grad);
       const auto at = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
                                           Axis::kCols, nearest);
-      matmul(gq.view(), at.view().transposed(), dx, scale_, 1.0f, options_.matmul);
+      matmul(gq.view(), at.view().transposed(), dx, scale_, 1.0f, mm);
     }
 
     // dA += s X^T G, reduced over tokens: X and G grouped along tokens.
@@ -339,7 +345,7 @@ class LoraLinear {
     grad.seed = detail::stream_seed(options_.seed, step_, 2);
     const auto gt = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kRows, grad);
     matmul(xt.view().transposed(), gt.view(),
-           MatrixRef<float>::row_major(grad_a_.data(), in_, rank_), scale_, 1.0f, options_.matmul);
+           MatrixRef<float>::row_major(grad_a_.data(), in_, rank_), scale_, 1.0f, mm);
     note_temporary(xq.bytes() + xt.bytes());
 
     // dB += s H^T dY, reduced over tokens.
@@ -348,7 +354,7 @@ class LoraLinear {
     grad.seed = detail::stream_seed(options_.seed, step_, 3);
     const auto dyt = quantize<GBits, G>(dy, Axis::kRows, grad);
     matmul(ht.view().transposed(), dyt.view(),
-           MatrixRef<float>::row_major(grad_b_.data(), rank_, out_), scale_, 1.0f, options_.matmul);
+           MatrixRef<float>::row_major(grad_b_.data(), rank_, out_), scale_, 1.0f, mm);
   }
 
   // ---- float and FP8 modes -------------------------------------------------------------------
@@ -427,6 +433,7 @@ class LoraLinear {
   PackedGseTensor<ABits, G> x_packed_, h_packed_;
   std::vector<float> x_float_, h_float_;
   std::size_t temporary_ = 0;
+  MatmulWorkspace workspace_;  // used when options().matmul.workspace is null
   std::int64_t step_ = 0;
 };
 

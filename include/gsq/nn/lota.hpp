@@ -193,11 +193,13 @@ class LotaLinear {
                 dx.cols, ", expected ", t, "x", in_);
       const auto dyq = quantize<GBits, G>(dy, Axis::kCols, q);
       if (b_.all_zero()) {
-        base_.backward_input(dyq.view(), dx, options_.matmul);
+        const MatmulOptions mm = matmul_options();
+        base_.backward_input(dyq.view(), dx, mm);
+        note_temporary(dyq.bytes() + mm.workspace->bytes());
       } else {
         const auto wt = regroup<8>(effective().view(), Axis::kCols);
         note_temporary(wt.bytes());
-        matmul(dyq.view(), wt.view().transposed(), dx, 1.0f, 0.0f, options_.matmul);
+        matmul(dyq.view(), wt.view().transposed(), dx, 1.0f, 0.0f, matmul_options());
       }
     }
     q.seed = seed ^ 0x5A5A5A5Aull;
@@ -243,12 +245,14 @@ class LotaLinear {
   /// Y = Xq W_eff from the saved Xq.
   void forward_saved(MatrixRef<float> y) {
     if (b_.all_zero()) {
-      base_.forward(xq_.view(), y, options_.matmul);
+      const MatmulOptions mm = matmul_options();
+      base_.forward(xq_.view(), y, mm);
+      note_temporary(xq_.bytes() + mm.workspace->bytes());  // Xq and the streamed base's buffers
       return;
     }
     const GseTensor<WBits, G> eff = effective();
     note_temporary(eff.bytes());
-    matmul(xq_.view(), eff.view(), y, 1.0f, 0.0f, options_.matmul);
+    matmul(xq_.view(), eff.view(), y, 1.0f, 0.0f, matmul_options());
   }
 
   static LoraOptions options_for(int rank, std::uint64_t seed) {
@@ -350,6 +354,13 @@ class LotaLinear {
   }
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
+  /// The options of every matmul: the caller's, with the caller's workspace (a model shares one
+  /// among its layers) or else this layer's own.
+  MatmulOptions matmul_options() noexcept {
+    MatmulOptions m = options_.matmul;
+    if (m.workspace == nullptr) m.workspace = &workspace_;
+    return m;
+  }
 
   Index in_, out_;
   int rank_;
@@ -362,6 +373,7 @@ class LotaLinear {
   int gradient_exponent_ = 0;
   std::int64_t calls_ = 0;
   std::size_t temporary_ = 0;
+  MatmulWorkspace workspace_;  // used when options().matmul.workspace is null
 };
 
 }  // namespace gsq

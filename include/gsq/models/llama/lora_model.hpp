@@ -33,10 +33,14 @@ class Llama2LoraModel {
   static_assert(check_linear<Lora>(), "Llama2LoraModel: its layer type must model Linear");
 
  public:
-  Llama2LoraModel(const Llama2Weights& w, const LoraOptions& options) : w_(w), c_(w.config()) {
+  /// The layers share one matmul workspace (they run one at a time), the model's own unless
+  /// options.matmul.workspace names one.
+  Llama2LoraModel(const Llama2Weights& w, const LoraOptions& options)
+      : w_(w), c_(w.config()), workspace_(std::make_unique<MatmulWorkspace>()) {
     for (int l = 0; l < c_.n_layers; ++l) {
       Layer layer;
       LoraOptions o = options;
+      if (o.matmul.workspace == nullptr) o.matmul.workspace = workspace_.get();
       auto make = [&](MatrixRef<const float> m, std::uint64_t salt) {
         o.seed = options.seed * 1000003u + static_cast<std::uint64_t>(l) * 16u + salt;
         return std::make_unique<Lora>(detail::transposed(m), o);  // llama2.c stores out x in
@@ -349,6 +353,7 @@ class Llama2LoraModel {
 
   const Llama2Weights& w_;
   Llama2Config c_;
+  std::unique_ptr<MatmulWorkspace> workspace_;  // shared by the layers; a stable address
   std::vector<Layer> layers_;
   std::vector<std::vector<float>> x_;  // the residual stream entering each layer, and the last
   Index len_ = 1;                      // the window length of the current micro-batch
