@@ -5,18 +5,18 @@
 
 #include <cstddef>
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "gsq/detail/rng.hpp"
+
 namespace bench {
 
-/// n draws of N(0, sigma^2) from a seeded std::mt19937.
+/// n draws of N(0, sigma^2) from gsq's portable generator (the same with every standard library).
 inline std::vector<float> normal(std::size_t n, unsigned seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
+  gsq::detail::Rng rng(seed);
   std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
+  for (auto& x : v) x = rng.normal(sigma);
   return v;
 }
 

@@ -7,7 +7,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "gsq/gsq.hpp"
@@ -22,9 +21,8 @@ const std::vector<float>& input(std::int64_t n) {
   static std::vector<float> x;
   if (static_cast<std::int64_t>(x.size()) != n) {
     x.resize(static_cast<std::size_t>(n));
-    std::mt19937 rng(1);
-    std::normal_distribution<float> normal;
-    for (auto& v : x) v = normal(rng);
+    gsq::detail::Rng rng(1);
+    for (auto& v : x) v = rng.normal();
   }
   return x;
 }

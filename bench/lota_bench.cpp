@@ -7,7 +7,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -50,10 +49,9 @@ using Lota = gsq::LotaLinear<4, 8, 8, 32>;
 Lota trained_lota() {
   Lota layer(w_ref(), options());
   layer.set_omega(4);
-  std::mt19937 rng(3);
-  std::uniform_int_distribution<int> t(-1, 1);
+  gsq::detail::Rng rng(3);
   for (gsq::Index o = 0; o < kOut; ++o) {
-    for (gsq::Index k = 0; k < kRank; ++k) layer.b().set(o, k, t(rng));
+    for (gsq::Index k = 0; k < kRank; ++k) layer.b().set(o, k, static_cast<int>(rng.below(3)) - 1);
   }
   return layer;
 }

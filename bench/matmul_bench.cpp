@@ -41,7 +41,6 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -140,13 +139,12 @@ Operands& operands(const Shape& s) {
   current.reset();  // free the previous shape first
   auto p = std::make_unique<Operands>();
   p->shape = s;
-  std::mt19937 rng(static_cast<std::mt19937::result_type>(s.m * 31 + s.n * 17 + s.k));
-  std::normal_distribution<float> normal;
+  gsq::detail::Rng rng(static_cast<std::uint64_t>(s.m * 31 + s.n * 17 + s.k));
   p->a.resize(static_cast<std::size_t>(s.m * s.k));
   p->b.resize(static_cast<std::size_t>(s.k * s.n));
   p->c.assign(static_cast<std::size_t>(s.m * s.n), 0.0f);
-  for (float& v : p->a) v = normal(rng);
-  for (float& v : p->b) v = normal(rng);
+  for (float& v : p->a) v = rng.normal();
+  for (float& v : p->b) v = rng.normal();
   p->qa = gsq::quantize<8, 32>(gsq::MatrixRef<const float>::row_major(p->a.data(), s.m, s.k),
                                gsq::Axis::kCols);
   p->qb = gsq::quantize<8, 32>(gsq::MatrixRef<const float>::row_major(p->b.data(), s.k, s.n),

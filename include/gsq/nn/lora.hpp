@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -13,6 +12,7 @@
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/gemm_f32.hpp"
+#include "gsq/detail/rng.hpp"
 #include "gsq/io/checkpoint.hpp"
 #include "gsq/matmul.hpp"
 #include "gsq/nn/frozen_base.hpp"
@@ -271,10 +271,10 @@ class LoraLinear {
     b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
     grad_a_.assign(a_.size(), 0.0f);
     grad_b_.assign(b_.size(), 0.0f);
-    std::mt19937_64 rng(options_.seed);
+    // gsq's portable generator: the same A for a seed with every standard library.
+    detail::Rng rng(options_.seed);
     const float bound = 1.0f / std::sqrt(static_cast<float>(in_));
-    std::uniform_real_distribution<float> uniform(-bound, bound);
-    for (float& v : a_) v = uniform(rng);
+    for (float& v : a_) v = rng.uniform(-bound, bound);
   }
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
@@ -299,8 +299,7 @@ class LoraLinear {
     const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
                                         Axis::kRows, nearest);
     std::vector<float> h(static_cast<std::size_t>(t * rank_));
-    matmul(xq.view(), aq.view(), MatrixRef<float>::row_major(h.data(), t, rank_), 1.0f, 0.0f,
-           mm);
+    matmul(xq.view(), aq.view(), MatrixRef<float>::row_major(h.data(), t, rank_), 1.0f, 0.0f, mm);
     const Act hq = quantize<ABits, G>(MatrixRef<const float>::row_major(h.data(), t, rank_),
                                       Axis::kCols, nearest);
     const auto bq = quantize<AdBits, G>(MatrixRef<const float>::row_major(b_.data(), rank_, out_),

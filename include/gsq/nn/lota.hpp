@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <random>
 #include <utility>
 #include <vector>
 
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
+#include "gsq/detail/rng.hpp"
 #include "gsq/matmul.hpp"
 #include "gsq/nn/frozen_base.hpp"
 #include "gsq/nn/options.hpp"
@@ -83,11 +83,11 @@ class LotaLinear {
     set_omega(omega < 0 ? 0.75 * rank_ : omega);  // NaN or omega > rank: an error
     a_ = TernaryMatrix(in_, rank_);
     b_ = TernaryMatrix(out_, rank_);
-    std::mt19937_64 rng(options.seed);
-    std::normal_distribution<float> normal(0.0f, std::sqrt(2.0f / static_cast<float>(in_)));
+    detail::Rng rng(options.seed);  // portable: the same A with every standard library
+    const float sigma = std::sqrt(2.0f / static_cast<float>(in_));
     std::vector<float> draw(static_cast<std::size_t>(rank_ * in_));  // A[k][i] at k * in + i
     double mean = 0;
-    for (float& v : draw) mean += std::fabs(v = normal(rng));
+    for (float& v : draw) mean += std::fabs(v = rng.normal(sigma));
     const float threshold = 0.75f * static_cast<float>(mean / static_cast<double>(draw.size()));
     for (Index k = 0; k < rank_; ++k) {
       for (Index i = 0; i < in_; ++i) {
