@@ -251,7 +251,6 @@ class Llama2LoraModel {
   void attention_forward(Layer& L, Index T) {
     const int hs = c_.head_size(), H = c_.n_heads, kv_mul = c_.n_heads / c_.n_kv_heads;
     const Index d = c_.dim, kv = c_.kv_dim();
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
     L.probs.assign(static_cast<std::size_t>(H * T * len_), 0.0f);
     L.attn.assign(static_cast<std::size_t>(T * d), 0.0f);
     for (int h = 0; h < H; ++h) {
@@ -264,7 +263,7 @@ class Llama2LoraModel {
           const float* k = L.k_out.data() + s * kv + kh;
           float dot = 0.0f;
           for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
-          p[s] = dot * scale;
+          p[s] = llama::attention_score(dot, hs);
         }
         llama::softmax(p + first, t - first + 1);
         float* o = L.attn.data() + t * d + h * hs;

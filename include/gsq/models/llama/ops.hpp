@@ -12,9 +12,7 @@ namespace gsq::llama {
 
 // Every function is plain float (or, where noted, double) arithmetic in a fixed order, the order
 // of llama2.c's run.c, so that the runner reproduces llama2.c and the training model computes
-// what the runner computes on the same weights, with two exceptions that round differently and
-// are kept so that no number changes (see silu_run_c(); the attention scores are divided by
-// sqrt(head_size) in the runner, as run.c does, and multiplied by its reciprocal in training).
+// what the runner computes on the same weights.
 
 /// out = W x for W (rows x cols, any strides): one float sum per row, in order.
 inline void matvec(float* out, const float* x, MatrixRef<const float> w) noexcept {
@@ -75,15 +73,14 @@ inline void softmax(float* x, Index n) {
 /// 1 / (1 + e^-x).
 inline float sigmoid(float x) noexcept { return 1.0f / (1.0f + std::exp(-x)); }
 
-/// SiLU, x * sigmoid(x), computed as x / (1 + e^-x): the training model's.
-inline float silu(float x) noexcept { return x / (1.0f + std::exp(-x)); }
+/// SiLU as llama2.c's run.c computes it: x * (1 / (1 + e^-x)), the reciprocal rounded first.
+inline float silu(float x) noexcept { return x * sigmoid(x); }
 
-/// SiLU as llama2.c's run.c computes it, x * (1 / (1 + e^-x)): the reciprocal is rounded first,
-/// one rounding more than silu(), so the two differ in the last bit of some values.  The runner
-/// keeps it to stay run.c's forward operation for operation.  Changing either caller to the other
-/// form changes numbers: the runner samples the finetune demo's data and gives its fp32 row, the
-/// training model every trained row.
-inline float silu_run_c(float x) noexcept { return x * sigmoid(x); }
+/// An attention score from a query-key dot product: dot / sqrt(head_size), as run.c computes it
+/// (a division, not a multiplication by the rounded reciprocal).
+inline float attention_score(float dot, int head_size) noexcept {
+  return dot / std::sqrt(static_cast<float>(head_size));
+}
 
 /// The backward pass of the SwiGLU gate h = silu(a) * b: from dh, da and db.
 inline void swiglu_backward(float a, float b, float dh, float& da, float& db) noexcept {

@@ -67,7 +67,7 @@ class Llama2Runner {
                             static_cast<std::size_t>(t) * static_cast<std::size_t>(kv_dim) + kvh;
           float score = 0.0f;
           for (int i = 0; i < hs; ++i) score += qh[i] * kt[i];
-          att[t] = score / std::sqrt(static_cast<float>(hs));
+          att[t] = llama::attention_score(score, hs);
         }
         llama::softmax(att, pos + 1);
         float* xbh = xb_.data() + h * hs;
@@ -85,7 +85,7 @@ class Llama2Runner {
       llama::rmsnorm(xb_.data(), x_.data(), w_.rms_ffn(l), dim);
       llama::matvec(hb_.data(), xb_.data(), w_.w1(l));
       llama::matvec(hb2_.data(), xb_.data(), w_.w3(l));
-      for (std::size_t i = 0; i < hb_.size(); ++i) hb_[i] = llama::silu_run_c(hb_[i]) * hb2_[i];
+      for (std::size_t i = 0; i < hb_.size(); ++i) hb_[i] = llama::silu(hb_[i]) * hb2_[i];
       llama::matvec(xb_.data(), hb_.data(), w_.w2(l));
       for (int i = 0; i < dim; ++i)
         x_[static_cast<std::size_t>(i)] += xb_[static_cast<std::size_t>(i)];
