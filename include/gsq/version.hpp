@@ -2,7 +2,7 @@
 #pragma once
 
 #define GSQ_VERSION_MAJOR 0
-#define GSQ_VERSION_MINOR 1
+#define GSQ_VERSION_MINOR 2
 #define GSQ_VERSION_PATCH 0
 
 #define GSQ_DETAIL_STRINGIFY_(x) #x
