@@ -5,12 +5,12 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "gsq/baselines/fp8.hpp"
 #include "gsq/baselines/int8.hpp"
+#include "gsq/detail/rng.hpp"
 #include "gsq/gsq.hpp"
 #include "gsq/models/llama/weights.hpp"
 
@@ -85,12 +85,14 @@ void table(const std::vector<std::pair<std::string, Data>>& sets) {
   std::printf("\n");
 }
 
-Data synthetic(const std::function<double(std::mt19937_64&)>& draw, double scale) {
+/// 256 x 4096 draws times `scale`, from gsq's portable generator (the same data with every
+/// standard library; std:: distributions are not specified to the bit).
+Data synthetic(const std::function<double(gsq::detail::Rng&)>& draw, double scale) {
   Data d;
   d.rows = 256;
   d.cols = 4096;
   d.x.resize(static_cast<std::size_t>(d.rows * d.cols));
-  std::mt19937_64 rng(42);
+  gsq::detail::Rng rng(42);
   for (auto& v : d.x) v = static_cast<float>(draw(rng) * scale);
   return d;
 }
@@ -152,12 +154,20 @@ int main(int argc, char** argv) {
       "scale per tensor (amax -> max finite). Synthetic sets: 256 x 4096 values, seed 42.\n\n",
       gsq::to_string(gsq::conversion_isa()));
 
-  std::normal_distribution<double> normal;
-  std::exponential_distribution<double> expo;
-  std::student_t_distribution<double> student3(3.0);
-  auto gauss = [&](std::mt19937_64& r) { return normal(r); };
-  auto laplace = [&](std::mt19937_64& r) { return (r() & 1 ? 1.0 : -1.0) * expo(r); };
-  auto t3 = [&](std::mt19937_64& r) { return student3(r); };
+  auto gauss = [](gsq::detail::Rng& r) { return static_cast<double>(r.normal()); };
+  auto laplace = [](gsq::detail::Rng& r) {  // a random sign times an exponential(1) draw
+    const double sign = r.below(2) == 0 ? 1.0 : -1.0;
+    return sign * -std::log(1.0 - static_cast<double>(r.uniform()));
+  };
+  auto t3 = [&gauss](gsq::detail::Rng& r) {  // Z / sqrt(chi-square(3) / 3)
+    const double z = gauss(r);
+    double chi2 = 0.0;
+    for (int k = 0; k < 3; ++k) {
+      const double n = gauss(r);
+      chi2 += n * n;
+    }
+    return z / std::sqrt(chi2 / 3.0);
+  };
   const Data g = synthetic(gauss, 1.0);
   std::printf("## Synthetic data\n\n");
   table({{"Gaussian", g},
