@@ -86,6 +86,14 @@ class ReferenceLoss {
  public:
   ReferenceLoss(const gsq::Llama2Weights& w, int wbits, int group, double scale)
       : w_(w), c_(w.config()), scale_(scale) {
+    // The embedding, which is also the classifier: GSE-INT8 along dim, nearest-even.
+    const auto e = w.token_embedding();
+    const std::vector<float> ef(e.data, e.data + e.rows * e.cols);
+    const auto eq = gsq::test::ref_quantize(ef, e.rows, e.cols, gsq::Axis::kCols, 8, group,
+                                            gsq::Rounding::kNearestEven);
+    embedding_.resize(ef.size());
+    for (std::size_t k = 0; k < ef.size(); ++k)
+      embedding_[k] = std::ldexp(eq.codes[k], eq.quantum[k]);
     for (int l = 0; l < c_.n_layers; ++l) {
       for (const gsq::MatrixRef<const float> m :
            {w.wq(l), w.wk(l), w.wv(l), w.wo(l), w.w1(l), w.w2(l), w.w3(l)}) {
@@ -115,7 +123,7 @@ class ReferenceLoss {
     for (Index t = 0; t < T; ++t) {
       for (Index i = 0; i < d; ++i)
         x[static_cast<std::size_t>(t * d + i)] =
-            w_.token_embedding()(tokens[static_cast<std::size_t>(t)], i);
+            embedding_[static_cast<std::size_t>(tokens[static_cast<std::size_t>(t)] * d + i)];
     }
     auto linear = [&](std::size_t k, const Matrix& in) {
       const auto [n_in, n_out] = shape_[k];
@@ -186,14 +194,15 @@ class ReferenceLoss {
       for (std::size_t i = 0; i < x.size(); ++i) x[i] += y2[i];
     }
     const Matrix xf = rmsnorm(x, w_.rms_final(), T, d);
-    const auto cls = w_.classifier();
     double total = 0;
     std::vector<double> logits(static_cast<std::size_t>(c_.vocab_size));
     for (Index t = 0; t < T; ++t) {
       double mx = -INFINITY;
       for (Index v = 0; v < c_.vocab_size; ++v) {
         double s = 0;
-        for (Index i = 0; i < d; ++i) s += cls(v, i) * xf[static_cast<std::size_t>(t * d + i)];
+        for (Index i = 0; i < d; ++i)
+          s += embedding_[static_cast<std::size_t>(v * d + i)] *
+               xf[static_cast<std::size_t>(t * d + i)];
         logits[static_cast<std::size_t>(v)] = s;
         mx = std::max(mx, s);
       }
@@ -209,6 +218,7 @@ class ReferenceLoss {
   const gsq::Llama2Weights& w_;
   gsq::Llama2Config c_;
   double scale_;
+  Matrix embedding_;                            // vocab x dim, as the model quantizes it
   std::vector<Matrix> base_;                    // per linear, in x out
   std::vector<std::pair<Index, Index>> shape_;  // per linear, (in, out)
 };
@@ -371,7 +381,7 @@ TEST_CASE("llama2 LoRA model: the merged float32 export runs as the fine-tuned m
   opt.mode = gsq::LoraMode::kFloat;
   gsq::Llama2LoraModel<gsq::LoraLinear<4, 8, 8, 8, 32>> model(w, opt);
   randomise_adapters(model, 9);
-  const std::vector<unsigned char> image = model.merged_weights().serialize();
+  const std::vector<unsigned char> image = model.merged_weights(w).serialize();
   const gsq::Llama2Weights exported = gsq::Llama2Weights::parse(image.data(), image.size());
   const auto tokens = sequence(15, 4, tiny().vocab_size);
   const double trained = model.loss(tokens, false);

@@ -161,7 +161,7 @@ inline void pretrain(gsq::Llama2Weights& w, const std::vector<std::vector<int>>&
           });
     // The next round's base: the 8-bit base with this round's adapters folded in, in float32.
     // Embedding and RMSNorm gains are copied unchanged.
-    w = model.merged_weights();
+    w = model.merged_weights(w);
   }
 }
 

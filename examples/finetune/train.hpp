@@ -232,7 +232,7 @@ Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const 
   });
   Measured m;
   measure(model, data, s, std::move(step_ms), adam.state_bytes(), m);
-  if (!export_path.empty()) write_file(export_path, model.merged_weights().serialize());
+  if (!export_path.empty()) write_file(export_path, model.merged_weights(w).serialize());
   if (merge) {
     for (Lora* layer : model.loras()) layer->merge();
     m.merged_loss = heldout_loss(model, data.heldout);

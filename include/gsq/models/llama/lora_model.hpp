@@ -1,15 +1,21 @@
-// lora_model.hpp: forward and backward of a llama2.c model over a token sequence, with every
-// linear layer (wq, wk, wv, wo, w1, w2, w3) a gsq LoRA layer on a frozen low-bit base.
+// lora_model.hpp: forward and backward of a LLaMA-family model over windows of tokens, with every
+// linear layer (wq, wk, wv, wo, w1, w2, w3) a gsq adapter layer on a frozen low-bit base.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <utility>
 #include <vector>
 
 #include "gsq/detail/check.hpp"
-#include "gsq/detail/gemm_f32.hpp"
-#include "gsq/models/llama/ops.hpp"
+#include "gsq/detail/parallel.hpp"
+#include "gsq/detail/vmath.hpp"
+#include "gsq/models/llama/classifier.hpp"
+#include "gsq/models/llama/config.hpp"
+#include "gsq/models/llama/source.hpp"
 #include "gsq/models/llama/weights.hpp"
 #include "gsq/nn/linear.hpp"
 #include "gsq/nn/lora.hpp"
@@ -18,51 +24,108 @@
 namespace gsq {
 
 // What runs where
-//   Linear layers: LoraLinear (GSE, float or FP8 mode, see nn/lora.hpp): every matmul of their
-//   forward and backward is integer in GSE mode.  The non-linear parts stay float32: RMSNorm,
-//   RoPE, causal grouped-query attention (scores, softmax, weighted values), SwiGLU, the tied
-//   classifier (the frozen token embedding, as llama2.c shares it) and cross-entropy, all from
-//   ops.hpp, which the fp32 runner (runner.hpp) shares.  They are O(T^2 d + T d) against the
-//   linears' O(T d^2) and carry no trainable state.
+//   Linear layers: the Lora type (LoraLinear in GSE, float or FP8 mode, or LotaLinear): every
+//   matmul of their forward and backward is integer in GSE mode.  q, k and v read one
+//   quantized copy of their normalised input, and so do w1 and w3.
+//   Embedding and classifier: GSE-INT8, the classifier and its cross-entropy fused a chunk of
+//   tokens at a time (classifier.hpp).
+//   Attention: float, causal (the upper triangle is never computed), one (window, kv head)
+//   pair per work item; the probabilities are not stored but recomputed in backward from each
+//   row's saved max and 1 / sum.
+//   RMSNorm, RoPE (a precomputed table), SwiGLU and the residuals: float, threaded over tokens.
+// Every float operation outside the linears is one of gsq's own (detail/vmath.hpp: exp,
+// fixed-order sums) in a fixed order, so a step is bit-identical on every ISA and thread count.
+// The model holds no float copy of its frozen weights: they are read from a LlamaWeightSource
+// one tensor at a time, quantized and dropped.
 
-/// A llama2.c model for fine-tuning: frozen base, adapters on all seven linears per layer.
+/// Seconds spent per phase of the steps run since the last reset, for profiles.
+struct LlamaStepProfile {
+  double linears = 0;     ///< the adapter layers' forward and backward (matmuls, quantization)
+  double attention = 0;   ///< scores, softmax, weighted values and their backward
+  double classifier = 0;  ///< classifier products, softmax, cross-entropy, logit gradient
+  double pointwise = 0;   ///< embedding, RMSNorm, RoPE, SwiGLU, residuals
+  double total() const noexcept { return linears + attention + classifier + pointwise; }
+};
+
+/// Bytes a model holds, by role.
+struct LlamaMemory {
+  std::size_t frozen = 0;       ///< the linears' packed bases, embedding and classifier, norms
+  std::size_t adapters = 0;     ///< adapter masters and gradients
+  std::size_t activations = 0;  ///< what forward saves for backward (model and layers)
+  std::size_t scratch = 0;      ///< reused buffers (logit chunk, matmul workspace, gradients)
+  std::size_t total() const noexcept { return frozen + adapters + activations + scratch; }
+};
+
+/// A LLaMA-family model for fine-tuning: frozen base, adapters on all seven linears per layer.
 /// Lora: the layer type of every linear, a model of Linear (nn/linear.hpp): LoraLinear or
 /// LotaLinear.
 template <typename Lora = LoraLinear<4, 8, 8, 8, 32>>
-class Llama2LoraModel {
-  static_assert(check_linear<Lora>(), "Llama2LoraModel: its layer type must model Linear");
+class LlamaLoraModel {
+  static_assert(check_linear<Lora>(), "LlamaLoraModel: its layer type must model Linear");
+  using Activation = typename Lora::Activation;
 
  public:
-  /// The layers share one matmul workspace (they run one at a time), the model's own unless
+  /// Reads every frozen tensor from `source` once (it need not outlive the model).  The layers
+  /// share one matmul workspace (they run one at a time), the model's own unless
   /// options.matmul.workspace names one.
-  Llama2LoraModel(const Llama2Weights& w, const LoraOptions& options)
-      : w_(w), c_(w.config()), workspace_(std::make_unique<MatmulWorkspace>()) {
+  LlamaLoraModel(const LlamaWeightSource& source, const LoraOptions& options)
+      : c_(source.config()),
+        options_(options),
+        mode_(options.mode),
+        workspace_(std::make_unique<MatmulWorkspace>()) {
+    c_.validate();
+    if (options_.matmul.workspace == nullptr) options_.matmul.workspace = workspace_.get();
+    rope_ = RopeTable(c_, c_.seq_len);
+    std::vector<float> w;
+    source.read(LlamaTensor::kRmsFinal, 0, rms_final_);
     for (int l = 0; l < c_.n_layers; ++l) {
       Layer layer;
-      LoraOptions o = options;
-      if (o.matmul.workspace == nullptr) o.matmul.workspace = workspace_.get();
-      auto make = [&](MatrixRef<const float> m, std::uint64_t salt) {
+      source.read(LlamaTensor::kRmsAtt, l, layer.rms_att);
+      source.read(LlamaTensor::kRmsFfn, l, layer.rms_ffn);
+      auto make = [&](LlamaTensor t, std::uint64_t salt) {
+        source.read(t, l, w);
+        const TensorShape s = shape_of(c_, t);
+        LoraOptions o = options_;
         o.seed = options.seed * 1000003u + static_cast<std::uint64_t>(l) * 16u + salt;
-        return std::make_unique<Lora>(detail::transposed(m), o);  // llama2.c stores out x in
+        // Stored out x in; the layer's weight is in x out.
+        return std::make_unique<Lora>(
+            detail::transposed(MatrixRef<const float>::row_major(w.data(), s.rows, s.cols)), o);
       };
-      layer.q = make(w.wq(l), 0);
-      layer.k = make(w.wk(l), 1);
-      layer.v = make(w.wv(l), 2);
-      layer.o = make(w.wo(l), 3);
-      layer.w1 = make(w.w1(l), 4);
-      layer.w2 = make(w.w2(l), 5);
-      layer.w3 = make(w.w3(l), 6);
+      layer.q = make(LlamaTensor::kWq, 0);
+      layer.k = make(LlamaTensor::kWk, 1);
+      layer.v = make(LlamaTensor::kWv, 2);
+      layer.o = make(LlamaTensor::kWo, 3);
+      layer.w1 = make(LlamaTensor::kW1, 4);
+      layer.w2 = make(LlamaTensor::kW2, 5);
+      layer.w3 = make(LlamaTensor::kW3, 6);
       layers_.push_back(std::move(layer));
     }
+    w.clear();
+    w.shrink_to_fit();
+    classifier_ = LlamaClassifier(source, options_);
   }
 
-  const Llama2Config& config() const noexcept { return c_; }
+  /// From a llama2.c checkpoint in memory (it need not outlive the model).
+  LlamaLoraModel(const Llama2Weights& w, const LoraOptions& options)
+      : LlamaLoraModel(Llama2WeightSource(w), options) {}
 
-  /// Every LoRA layer, in a fixed order (layer by layer: q, k, v, o, w1, w2, w3).
+  const LlamaConfig& config() const noexcept { return c_; }
+  const LlamaClassifier& classifier() const noexcept { return classifier_; }
+
+  /// Every adapter layer, in a fixed order (layer by layer: q, k, v, o, w1, w2, w3).
   std::vector<Lora*> loras() {
     std::vector<Lora*> out;
     for (Layer& l : layers_) {
       for (Lora* p :
+           {l.q.get(), l.k.get(), l.v.get(), l.o.get(), l.w1.get(), l.w2.get(), l.w3.get()})
+        out.push_back(p);
+    }
+    return out;
+  }
+  std::vector<const Lora*> loras() const {
+    std::vector<const Lora*> out;
+    for (const Layer& l : layers_) {
+      for (const Lora* p :
            {l.q.get(), l.k.get(), l.v.get(), l.o.get(), l.w1.get(), l.w2.get(), l.w3.get()})
         out.push_back(p);
     }
@@ -79,7 +142,9 @@ class Llama2LoraModel {
     return out;
   }
 
+  /// The mode of every layer and of the classifier (kFp8 runs the classifier in float).
   void set_mode(LoraMode mode) {
+    mode_ = mode;
     for (Lora* p : loras()) p->set_mode(mode);
   }
   void zero_grad() {
@@ -90,7 +155,7 @@ class Llama2LoraModel {
   /// `backward`, also accumulates the adapters' gradients of that mean.
   double loss(const std::vector<int>& tokens, bool backward) {
     const std::vector<int>* one = &tokens;
-    return run(&one, 1, backward);
+    return run(&one, nullptr, 1, backward);
   }
 
   /// The same over a micro-batch of windows of one length, processed together: every linear
@@ -98,18 +163,71 @@ class Llama2LoraModel {
   /// and RoPE stay within each window.  Returns the mean over all predictions, and with
   /// `backward` accumulates the gradients of that mean.
   double loss_batch(const std::vector<std::vector<int>>& windows, bool backward) {
-    std::vector<const std::vector<int>*> seqs;
-    for (const std::vector<int>& w : windows) seqs.push_back(&w);
-    GSQ_CHECK(!seqs.empty(), "llama2: an empty micro-batch");
-    return run(seqs.data(), seqs.size(), backward);
+    return loss_batch(windows, {}, backward);
   }
 
-  /// The model with every adapter folded into float32 weights: W = dequantized base + s A B per
-  /// linear (the base is the WBits grid, so this is what the trained model computes, with the
-  /// adapters' product exact in float), everything else copied.  Serialize it to run it with
-  /// llama2.c or anything else that reads that format.
-  Llama2Weights merged_weights() const {
-    Llama2Weights out = w_;
+  /// The same with a mask per window: masks[b][t] != 0 counts the prediction of
+  /// windows[b][t + 1] (masks[b] has size - 1 entries), 0 leaves it out (a prompt, padding).
+  /// The mean is over the counted predictions.  An empty `masks` counts every prediction.
+  double loss_batch(const std::vector<std::vector<int>>& windows,
+                    const std::vector<std::vector<std::uint8_t>>& masks, bool backward) {
+    std::vector<const std::vector<int>*> seqs;
+    for (const std::vector<int>& w : windows) seqs.push_back(&w);
+    GSQ_CHECK(!seqs.empty(), "llama: an empty micro-batch");
+    GSQ_CHECK(masks.empty() || masks.size() == windows.size(), "llama: ", masks.size(),
+              " masks for ", windows.size(), " windows");
+    for (std::size_t b = 0; b < masks.size(); ++b)
+      GSQ_CHECK(masks[b].size() + 1 == windows[b].size(), "llama: the mask of window ", b,
+                " has ", masks[b].size(), " entries, the window ", windows[b].size(),
+                " tokens (a mask has one per prediction, size - 1)");
+    return run(seqs.data(), masks.empty() ? nullptr : masks.data(), seqs.size(), backward);
+  }
+
+  /// The time spent per phase since construction or the last reset.
+  const LlamaStepProfile& profile() const noexcept { return profile_; }
+  void reset_profile() noexcept { profile_ = {}; }
+
+  /// Bytes held, by role, after the last step.
+  LlamaMemory memory() const {
+    LlamaMemory m;
+    m.frozen = classifier_.bytes() + rms_final_.size() * sizeof(float);
+    for (const Layer& l : layers_) {
+      m.frozen += (l.rms_att.size() + l.rms_ffn.size()) * sizeof(float);
+      for (const std::vector<float>* v : {&l.x, &l.r1, &l.q_out, &l.k_out, &l.v_out, &l.att_max,
+                                          &l.att_inv, &l.x2, &l.r2, &l.h1, &l.h3})
+        m.activations += v->capacity() * sizeof(float);
+    }
+    m.activations += (xf_.capacity() + rf_.capacity() + x_last_.capacity()) * sizeof(float);
+    for (const Lora* p : loras()) {
+      const LoraMemory lm = p->memory();
+      m.frozen += lm.base;
+      m.adapters += lm.adapter_master + lm.adapter_gradients;
+      m.activations += lm.saved_activations;
+    }
+    for (const std::vector<float>* v :
+         {&xn_, &attn_, &hs_, &y_, &dx_, &dxn_, &tmp_, &dh1_, &dh3_, &dhs_, &dq_, &dk_, &dv_,
+          &dattn_, &dxf_})
+      m.scratch += v->capacity() * sizeof(float);
+    m.scratch += workspace_->bytes() + act_.bytes();
+    return m;
+  }
+
+  /// The model as it computes, in float32 weights: W = dequantized base + s A B per linear, the
+  /// dequantized GSE-INT8 embedding (and classifier), the norms and the layout copied from
+  /// `original` (the checkpoint the model was built from).  Serialize it to run it with llama2.c
+  /// or anything else that reads that format.
+  Llama2Weights merged_weights(const Llama2Weights& original) const {
+    GSQ_CHECK(original.config().dim == c_.dim && original.config().n_layers == c_.n_layers &&
+                  original.config().vocab_size == c_.vocab_size &&
+                  original.config().hidden_dim == c_.hidden_dim &&
+                  original.config().shared_classifier == c_.tied_classifier,
+              "llama: merged_weights needs the checkpoint the model was built from");
+    Llama2Weights out = original;
+    auto put = [&out](MatrixRef<const float> m, const std::vector<float>& values) {
+      std::copy(values.begin(), values.end(), out.mutable_data(m));
+    };
+    put(out.token_embedding(), dequantize(classifier_.embedding()));
+    if (!c_.tied_classifier) put(out.classifier(), dequantize(classifier_.weight()));
     for (int l = 0; l < c_.n_layers; ++l) {
       const Layer& L = layers_[static_cast<std::size_t>(l)];
       const std::pair<const Lora*, MatrixRef<const float>> linears[] = {
@@ -131,92 +249,14 @@ class Llama2LoraModel {
   }
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Layer {
     std::unique_ptr<Lora> q, k, v, o, w1, w2, w3;
-    std::vector<float> xn1, r1, q_out, k_out, v_out, probs, attn, x2, xn2, r2, h1, h3;
+    std::vector<float> rms_att, rms_ffn;
+    // Saved by forward: the residual entering the layer and after attention, 1 / rms of both,
+    // q and k after RoPE, v, each attention row's max and 1 / sum, the FFN's h1 and h3.
+    std::vector<float> x, r1, q_out, k_out, v_out, att_max, att_inv, x2, r2, h1, h3;
   };
-
-  /// Forward (and backward) over n windows of one length: rows b * len + t of every activation.
-  double run(const std::vector<int>* const* seqs, std::size_t n, bool backward) {
-    const Index len = static_cast<Index>(seqs[0]->size()) - 1;
-    GSQ_CHECK(len >= 1 && len <= c_.seq_len,
-              "llama2: a training sequence needs 2 to seq_len + 1 = ", c_.seq_len + 1,
-              " tokens, got ", seqs[0]->size());
-    for (std::size_t b = 0; b < n; ++b) {
-      GSQ_CHECK(static_cast<Index>(seqs[b]->size()) == len + 1, "llama2: window ", b, " has ",
-                seqs[b]->size(), " tokens, window 0 has ", len + 1);
-      for (int tok : *seqs[b])
-        GSQ_CHECK(tok >= 0 && tok < c_.vocab_size, "llama2: token ", tok, " is outside [0, ",
-                  c_.vocab_size, ")");
-    }
-    len_ = len;
-    const Index t_len = static_cast<Index>(n) * len;  // rows of every activation
-    auto token = [&](Index row, Index ahead) {
-      return (
-          *seqs[static_cast<std::size_t>(row / len)])[static_cast<std::size_t>(row % len + ahead)];
-    };
-    const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim, vocab = c_.vocab_size;
-    // Forward, keeping what backward needs.
-    x_.assign(static_cast<std::size_t>(c_.n_layers + 1), {});
-    std::vector<float>& x0 = x_[0];
-    x0.resize(static_cast<std::size_t>(t_len * d));
-    for (Index t = 0; t < t_len; ++t) {
-      const float* e = &w_.token_embedding()(token(t, 0), 0);
-      std::copy(e, e + d, x0.begin() + t * d);
-    }
-    for (int l = 0; l < c_.n_layers; ++l) {
-      Layer& L = layers_[static_cast<std::size_t>(l)];
-      const std::vector<float>& x = x_[static_cast<std::size_t>(l)];
-      rmsnorm(x, w_.rms_att(l), t_len, d, L.xn1, L.r1);
-      L.q_out.resize(static_cast<std::size_t>(t_len * d));
-      L.k_out.resize(static_cast<std::size_t>(t_len * kv));
-      L.v_out.resize(static_cast<std::size_t>(t_len * kv));
-      L.q->forward(rm(L.xn1, t_len, d), rmw(L.q_out, t_len, d));
-      L.k->forward(rm(L.xn1, t_len, d), rmw(L.k_out, t_len, kv));
-      L.v->forward(rm(L.xn1, t_len, d), rmw(L.v_out, t_len, kv));
-      rope(L.q_out, t_len, d, false);
-      rope(L.k_out, t_len, kv, false);
-      attention_forward(L, t_len);
-      std::vector<float> y(static_cast<std::size_t>(t_len * d));
-      L.o->forward(rm(L.attn, t_len, d), rmw(y, t_len, d));
-      L.x2 = x;
-      for (std::size_t i = 0; i < y.size(); ++i) L.x2[i] += y[i];
-      rmsnorm(L.x2, w_.rms_ffn(l), t_len, d, L.xn2, L.r2);
-      L.h1.resize(static_cast<std::size_t>(t_len * hid));
-      L.h3.resize(L.h1.size());
-      L.w1->forward(rm(L.xn2, t_len, d), rmw(L.h1, t_len, hid));
-      L.w3->forward(rm(L.xn2, t_len, d), rmw(L.h3, t_len, hid));
-      std::vector<float> hs(L.h1.size());
-      for (std::size_t i = 0; i < hs.size(); ++i) hs[i] = llama::silu(L.h1[i]) * L.h3[i];
-      L.w2->forward(rm(hs, t_len, hid), rmw(y, t_len, d));
-      std::vector<float>& next = x_[static_cast<std::size_t>(l + 1)];
-      next = L.x2;
-      for (std::size_t i = 0; i < y.size(); ++i) next[i] += y[i];
-    }
-    std::vector<float> xf, rf;
-    rmsnorm(x_.back(), w_.rms_final(), t_len, d, xf, rf);
-    // Logits through the tied classifier, softmax and cross-entropy, row by row.
-    const MatrixRef<const float> cls = w_.classifier();
-    std::vector<float> dxf(backward ? static_cast<std::size_t>(t_len * d) : 0, 0.0f);
-    std::vector<float> logits(static_cast<std::size_t>(vocab));
-    double total = 0;
-    for (Index t = 0; t < t_len; ++t) {
-      llama::matvec(logits.data(), xf.data() + t * d, cls);
-      const llama::SoftmaxSum z = llama::softmax_sum(logits.data(), vocab);
-      const int target = token(t, 1);
-      total += z.cross_entropy(logits[static_cast<std::size_t>(target)]);
-      if (!backward) continue;
-      float* g = dxf.data() + t * d;
-      for (Index v = 0; v < vocab; ++v) {
-        double p = z.probability(logits[static_cast<std::size_t>(v)]);
-        if (v == target) p -= 1.0;
-        const auto dl = static_cast<float>(p / static_cast<double>(t_len));
-        for (Index i = 0; i < d; ++i) g[i] += dl * cls(v, i);
-      }
-    }
-    if (backward) backward_pass(dxf, rf, t_len);
-    return total / static_cast<double>(t_len);
-  }
 
   static MatrixRef<const float> rm(const std::vector<float>& v, Index rows, Index cols) {
     return MatrixRef<const float>::row_major(v.data(), rows, cols);
@@ -224,138 +264,399 @@ class Llama2LoraModel {
   static MatrixRef<float> rmw(std::vector<float>& v, Index rows, Index cols) {
     return MatrixRef<float>::row_major(v.data(), rows, cols);
   }
-  /// y = g * x / rms(x) per row (ops.hpp); r holds 1 / rms per row.
-  static void rmsnorm(const std::vector<float>& x, const float* g, Index rows, Index d,
-                      std::vector<float>& y, std::vector<float>& r) {
-    y.resize(x.size());
-    r.resize(static_cast<std::size_t>(rows));
-    for (Index t = 0; t < rows; ++t)
-      r[static_cast<std::size_t>(t)] = llama::rmsnorm(y.data() + t * d, x.data() + t * d, g, d);
+  static void size(std::vector<float>& v, Index n) { v.resize(static_cast<std::size_t>(n)); }
+
+  /// Threads for `n` rows of `work` operations each: the model's, unless too little work.
+  int threads_for(Index rows, double work) const {
+    return detail::threads_for(static_cast<double>(rows) * work, options_.matmul.threads);
   }
-  /// dx += d(rmsnorm)/dx^T dy, row by row.
-  static void rmsnorm_backward(const std::vector<float>& x, const float* g,
-                               const std::vector<float>& r, const std::vector<float>& dy,
-                               Index rows, Index d, std::vector<float>& dx) {
-    for (Index t = 0; t < rows; ++t) {
-      llama::rmsnorm_backward(dx.data() + t * d, x.data() + t * d, g,
-                              r[static_cast<std::size_t>(t)], dy.data() + t * d, d);
-    }
-  }
-  /// RoPE of every row at its position in its window, row % len_ (the inverse rotation when
-  /// `inverse`, which is the backward pass of the rotation).
-  void rope(std::vector<float>& m, Index rows, Index width, bool inverse) const {
-    for (Index t = 0; t < rows; ++t)
-      llama::rope(m.data() + t * width, width, c_.head_size(), t % len_, inverse);
+  /// body(first, count) over blocks of 16 rows, threaded.
+  template <typename Body>
+  void for_rows(Index rows, double work_per_row, Body&& body) const {
+    constexpr Index kBlock = 16;
+    const Index blocks = (rows + kBlock - 1) / kBlock;
+    detail::parallel_for(blocks, threads_for(rows, work_per_row * 4), [&](Index b) {
+      body(b * kBlock, std::min(kBlock, rows - b * kBlock));
+    });
   }
 
-  void attention_forward(Layer& L, Index T) {
-    const int hs = c_.head_size(), H = c_.n_heads, kv_mul = c_.n_heads / c_.n_kv_heads;
-    const Index d = c_.dim, kv = c_.kv_dim();
-    L.probs.assign(static_cast<std::size_t>(H * T * len_), 0.0f);
-    L.attn.assign(static_cast<std::size_t>(T * d), 0.0f);
-    for (int h = 0; h < H; ++h) {
-      const Index kh = (h / kv_mul) * hs;
-      for (Index t = 0; t < T; ++t) {
-        const Index first = t - t % len_;  // the window's first row; p[s] is for row first + s
-        float* p = L.probs.data() + (h * T + t) * len_ - first;
-        const float* q = L.q_out.data() + t * d + h * hs;
-        for (Index s = first; s <= t; ++s) {
-          const float* k = L.k_out.data() + s * kv + kh;
-          float dot = 0.0f;
-          for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
-          p[s] = llama::attention_score(dot, hs);
-        }
-        llama::softmax(p + first, t - first + 1);
-        float* o = L.attn.data() + t * d + h * hs;
-        for (Index s = first; s <= t; ++s) {
-          const float* v = L.v_out.data() + s * kv + kh;
-          for (int i = 0; i < hs; ++i) o[i] += p[s] * v[i];
-        }
+  /// The linear layers' forward on one input, shared by several layers: quantized once in GSE
+  /// mode.
+  template <typename... Out>
+  void forward_shared(const std::vector<float>& x, Index rows, Index cols, Out&&... outs) {
+    const auto xr = rm(x, rows, cols);
+    if (mode_ == LoraMode::kGse) {
+      quantize_into(xr, Axis::kCols, act_, options_.quantize());
+      (outs.first->forward(act_, outs.second), ...);
+    } else {
+      (outs.first->forward(xr, outs.second), ...);
+    }
+  }
+
+  void rmsnorm(const std::vector<float>& x, const std::vector<float>& g, Index rows,
+               std::vector<float>& y, std::vector<float>& r) const {
+    const Index d = c_.dim;
+    size(y, rows * d);
+    size(r, rows);
+    const float eps = c_.norm_eps;
+    for_rows(rows, 3.0 * static_cast<double>(d), [&](Index first, Index count) {
+      for (Index t = first; t < first + count; ++t) {
+        const float* xt = x.data() + t * d;
+        float* yt = y.data() + t * d;
+        const float ss = detail::dot_f32(xt, xt, d);
+        const float inv = 1.0f / std::sqrt(ss / static_cast<float>(d) + eps);
+        r[static_cast<std::size_t>(t)] = inv;
+        for (Index j = 0; j < d; ++j) yt[j] = g[static_cast<std::size_t>(j)] * (inv * xt[j]);
       }
+    });
+  }
+
+  /// dx += (d rmsnorm / dx)^T dy, row by row.
+  void rmsnorm_backward(const std::vector<float>& x, const std::vector<float>& g,
+                        const std::vector<float>& r, const std::vector<float>& dy, Index rows,
+                        std::vector<float>& dx) const {
+    const Index d = c_.dim;
+    for_rows(rows, 5.0 * static_cast<double>(d), [&](Index first, Index count) {
+      for (Index t = first; t < first + count; ++t) {
+        const float* xt = x.data() + t * d;
+        const float* dyt = dy.data() + t * d;
+        float* dxt = dx.data() + t * d;
+        const float inv = r[static_cast<std::size_t>(t)];
+        const float dot = detail::dot3_f32(g.data(), dyt, xt, d);
+        const float k = inv * inv * inv * dot / static_cast<float>(d);
+        for (Index i = 0; i < d; ++i)
+          dxt[i] += inv * g[static_cast<std::size_t>(i)] * dyt[i] - k * xt[i];
+      }
+    });
+  }
+
+  /// RoPE of every row at its position in its window (the inverse rotation when `inverse`).
+  void rope(std::vector<float>& m, Index rows, Index width, bool inverse) const {
+    for_rows(rows, 3.0 * static_cast<double>(width), [&](Index first, Index count) {
+      for (Index t = first; t < first + count; ++t)
+        rope_.rotate(m.data() + t * width, width, t % len_, inverse);
+    });
+  }
+
+  /// Scores of row t of one head against keys [0, t] of its window: s[j] = q . k_j * scale,
+  /// from kT (head_size x len, the window's keys of the head's kv group, transposed).
+  void scores(const float* q, const float* kt, Index t, float* s) const {
+    const Index hs = c_.head_size(), len = len_;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    std::fill(s, s + t + 1, 0.0f);
+    for (Index i = 0; i < hs; ++i) {
+      const float qi = q[i];
+      const float* k = kt + i * len;
+      for (Index j = 0; j <= t; ++j) s[j] += qi * k[j];
+    }
+    for (Index j = 0; j <= t; ++j) s[j] = s[j] * scale;
+  }
+
+  /// dst (hs x len) = the window's rows of src (columns [col, col + hs) of a width-wide
+  /// matrix), transposed.
+  void transpose_head(const float* src, Index width, Index col, Index first_row,
+                      float* dst) const {
+    const Index hs = c_.head_size(), len = len_;
+    for (Index s = 0; s < len; ++s) {
+      const float* row = src + (first_row + s) * width + col;
+      for (Index i = 0; i < hs; ++i) dst[i * len + s] = row[i];
     }
   }
 
-  /// From dO (T x d): dQ (T x d), dK and dV (T x kv), all before RoPE undoing for Q and K.
-  void attention_backward(const Layer& L, Index T, const std::vector<float>& d_attn,
-                          std::vector<float>& dq, std::vector<float>& dk,
-                          std::vector<float>& dv) const {
-    const int hs = c_.head_size(), H = c_.n_heads, kv_mul = c_.n_heads / c_.n_kv_heads;
-    const Index d = c_.dim, kv = c_.kv_dim();
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-    dq.assign(static_cast<std::size_t>(T * d), 0.0f);
-    dk.assign(static_cast<std::size_t>(T * kv), 0.0f);
-    dv.assign(static_cast<std::size_t>(T * kv), 0.0f);
-    std::vector<float> dp(static_cast<std::size_t>(T));
-    for (int h = 0; h < H; ++h) {
-      const Index kh = (h / kv_mul) * hs;
-      for (Index t = 0; t < T; ++t) {
-        const Index first = t - t % len_;
-        const float* p = L.probs.data() + (h * T + t) * len_ - first;
-        const float* go = d_attn.data() + t * d + h * hs;
-        float dot = 0.0f;
-        for (Index s = first; s <= t; ++s) {
-          const float* v = L.v_out.data() + s * kv + kh;
-          float g = 0.0f;
-          for (int i = 0; i < hs; ++i) g += go[i] * v[i];
-          dp[static_cast<std::size_t>(s)] = g;
-          dot += g * p[s];
-          float* gv = dv.data() + s * kv + kh;
-          for (int i = 0; i < hs; ++i) gv[i] += p[s] * go[i];
-        }
-        const float* q = L.q_out.data() + t * d + h * hs;
-        float* gq = dq.data() + t * d + h * hs;
-        for (Index s = first; s <= t; ++s) {
-          const float ds = p[s] * (dp[static_cast<std::size_t>(s)] - dot) * scale;
-          const float* k = L.k_out.data() + s * kv + kh;
-          float* gk = dk.data() + s * kv + kh;
-          for (int i = 0; i < hs; ++i) {
-            gq[i] += ds * k[i];
-            gk[i] += ds * q[i];
+  /// Scratch per thread slot for attention: kT, vT, one score row and one dp row.
+  float* attention_scratch(int slot) {
+    const Index len = len_, hs = c_.head_size();
+    return attn_scratch_.data() + slot * (2 * hs * len + 2 * len);
+  }
+  void attention_scratch_size(int threads) {
+    const Index len = len_, hs = c_.head_size();
+    size(attn_scratch_, threads * (2 * hs * len + 2 * len));
+  }
+  int attention_threads(Index items) const {
+    const double len = static_cast<double>(len_);
+    return detail::threads_for(static_cast<double>(items) * len * len * c_.head_size() * 2,
+                               options_.matmul.threads);
+  }
+
+  void attention_forward(Layer& L, Index windows) {
+    const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
+    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len;
+    size(L.att_max, c_.n_heads * T);
+    size(L.att_inv, c_.n_heads * T);
+    size(attn_, T * qd);
+    const Index items = windows * c_.n_kv_heads;
+    const int threads = attention_threads(items);
+    attention_scratch_size(threads);
+    detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
+      const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
+      float* kt = attention_scratch(slot);
+      float* s = kt + 2 * hs * len;
+      transpose_head(L.k_out.data(), kvd, g * hs, row0, kt);
+      for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
+        for (Index t = 0; t < len; ++t) {
+          const Index row = row0 + t;
+          scores(L.q_out.data() + row * qd + h * hs, kt, t, s);
+          const float max = detail::max_f32(s, t + 1);
+          for (Index j = 0; j <= t; ++j) s[j] = detail::exp_f32(s[j] - max);
+          const float inv = 1.0f / detail::sum_f32(s, t + 1);
+          L.att_max[static_cast<std::size_t>(h * T + row)] = max;
+          L.att_inv[static_cast<std::size_t>(h * T + row)] = inv;
+          float* o = attn_.data() + row * qd + h * hs;
+          std::fill(o, o + hs, 0.0f);
+          for (Index j = 0; j <= t; ++j) {
+            const float p = s[j] * inv;
+            const float* v = L.v_out.data() + (row0 + j) * kvd + g * hs;
+            for (Index i = 0; i < hs; ++i) o[i] += p * v[i];
           }
         }
       }
-    }
+    });
   }
 
-  void backward_pass(const std::vector<float>& dxf, const std::vector<float>& rf, Index T) {
-    const Index d = c_.dim, kv = c_.kv_dim(), hid = c_.hidden_dim;
-    std::vector<float> dx(static_cast<std::size_t>(T * d), 0.0f);
-    rmsnorm_backward(x_.back(), w_.rms_final(), rf, dxf, T, d, dx);
-    std::vector<float> tmp_d(static_cast<std::size_t>(T * d)), dxn(static_cast<std::size_t>(T * d));
+  /// From dO (T x q_dim, in dattn_): dQ, dK, dV (before RoPE is undone for Q and K).
+  void attention_backward(Layer& L, Index windows) {
+    const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
+    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len;
+    size(dq_, T * qd);
+    size(dk_, T * kvd);
+    size(dv_, T * kvd);
+    const Index items = windows * c_.n_kv_heads;
+    const int threads = attention_threads(items) ;
+    attention_scratch_size(threads);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
+      const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
+      float* kt = attention_scratch(slot);
+      float* vt = kt + hs * len;
+      float* p = vt + hs * len;
+      float* dp = p + len;
+      transpose_head(L.k_out.data(), kvd, g * hs, row0, kt);
+      transpose_head(L.v_out.data(), kvd, g * hs, row0, vt);
+      for (Index s = 0; s < len; ++s) {
+        std::fill_n(dk_.data() + (row0 + s) * kvd + g * hs, hs, 0.0f);
+        std::fill_n(dv_.data() + (row0 + s) * kvd + g * hs, hs, 0.0f);
+      }
+      for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
+        for (Index t = 0; t < len; ++t) {
+          const Index row = row0 + t;
+          const float* q = L.q_out.data() + row * qd + h * hs;
+          scores(q, kt, t, p);
+          const float max = L.att_max[static_cast<std::size_t>(h * T + row)];
+          const float inv = L.att_inv[static_cast<std::size_t>(h * T + row)];
+          for (Index j = 0; j <= t; ++j) p[j] = detail::exp_f32(p[j] - max) * inv;
+          const float* go = dattn_.data() + row * qd + h * hs;
+          std::fill(dp, dp + t + 1, 0.0f);
+          for (Index i = 0; i < hs; ++i) {
+            const float gi = go[i];
+            const float* v = vt + i * len;
+            for (Index j = 0; j <= t; ++j) dp[j] += gi * v[j];
+          }
+          const float rowdot = detail::dot_f32(p, dp, t + 1);
+          float* gq = dq_.data() + row * qd + h * hs;
+          std::fill(gq, gq + hs, 0.0f);
+          for (Index j = 0; j <= t; ++j) {
+            const float ds = p[j] * (dp[j] - rowdot) * scale;
+            const float* k = L.k_out.data() + (row0 + j) * kvd + g * hs;
+            float* gk = dk_.data() + (row0 + j) * kvd + g * hs;
+            float* gv = dv_.data() + (row0 + j) * kvd + g * hs;
+            for (Index i = 0; i < hs; ++i) {
+              gq[i] += ds * k[i];
+              gk[i] += ds * q[i];
+              gv[i] += p[j] * go[i];
+            }
+          }
+        }
+      }
+    });
+  }
+
+  /// y += x elementwise over n values, threaded.
+  void add(std::vector<float>& y, const std::vector<float>& x, Index rows, Index width) const {
+    for_rows(rows, static_cast<double>(width), [&](Index first, Index count) {
+      for (Index i = first * width; i < (first + count) * width; ++i)
+        y[static_cast<std::size_t>(i)] += x[static_cast<std::size_t>(i)];
+    });
+  }
+
+  /// Forward (and backward) over n windows of one length: rows b * len + t of every activation.
+  double run(const std::vector<int>* const* seqs, const std::vector<std::uint8_t>* masks,
+             std::size_t n, bool backward) {
+    const Index len = static_cast<Index>(seqs[0]->size()) - 1;
+    GSQ_CHECK(len >= 1 && len <= c_.seq_len,
+              "llama: a training sequence needs 2 to seq_len + 1 = ", c_.seq_len + 1,
+              " tokens, got ", seqs[0]->size());
+    for (std::size_t b = 0; b < n; ++b) {
+      GSQ_CHECK(static_cast<Index>(seqs[b]->size()) == len + 1, "llama: window ", b, " has ",
+                seqs[b]->size(), " tokens, window 0 has ", len + 1);
+      for (int tok : *seqs[b])
+        GSQ_CHECK(tok >= 0 && tok < c_.vocab_size, "llama: token ", tok, " is outside [0, ",
+                  c_.vocab_size, ")");
+    }
+    len_ = len;
+    const Index T = static_cast<Index>(n) * len;  // rows of every activation
+    const Index d = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim(), hid = c_.hidden_dim;
+    targets_.resize(static_cast<std::size_t>(T));
+    mask_.assign(masks == nullptr ? 0 : static_cast<std::size_t>(T), 0);
+    Index counted = masks == nullptr ? T : 0;
+    for (Index row = 0; row < T; ++row) {
+      const auto b = static_cast<std::size_t>(row / len), t = static_cast<std::size_t>(row % len);
+      targets_[static_cast<std::size_t>(row)] = (*seqs[b])[t + 1];
+      if (masks != nullptr) counted += (mask_[static_cast<std::size_t>(row)] = masks[b][t] != 0);
+    }
+    GSQ_CHECK(counted > 0, "llama: the masks leave no prediction to train on");
+
+    auto lap = [](Clock::time_point& since, double& into) {
+      const Clock::time_point now = Clock::now();
+      into += std::chrono::duration<double>(now - since).count();
+      since = now;
+    };
+    Clock::time_point t0 = Clock::now();
+    // Forward, keeping what backward needs.
+    std::vector<float>& x0 = layers_[0].x;
+    size(x0, T * d);
+    for (Index row = 0; row < T; ++row) {
+      const auto b = static_cast<std::size_t>(row / len), t = static_cast<std::size_t>(row % len);
+      classifier_.embed((*seqs[b])[t], x0.data() + row * d);
+    }
+    size(y_, T * d);
+    for (int l = 0; l < c_.n_layers; ++l) {
+      Layer& L = layers_[static_cast<std::size_t>(l)];
+      rmsnorm(L.x, L.rms_att, T, xn_, L.r1);
+      size(L.q_out, T * qd);
+      size(L.k_out, T * kvd);
+      size(L.v_out, T * kvd);
+      lap(t0, profile_.pointwise);
+      forward_shared(xn_, T, d, std::pair{L.q.get(), rmw(L.q_out, T, qd)},
+                     std::pair{L.k.get(), rmw(L.k_out, T, kvd)},
+                     std::pair{L.v.get(), rmw(L.v_out, T, kvd)});
+      lap(t0, profile_.linears);
+      rope(L.q_out, T, qd, false);
+      rope(L.k_out, T, kvd, false);
+      lap(t0, profile_.pointwise);
+      attention_forward(L, static_cast<Index>(n));
+      lap(t0, profile_.attention);
+      L.o->forward(rm(attn_, T, qd), rmw(y_, T, d));
+      lap(t0, profile_.linears);
+      L.x2 = L.x;
+      add(L.x2, y_, T, d);
+      rmsnorm(L.x2, L.rms_ffn, T, xn_, L.r2);
+      size(L.h1, T * hid);
+      size(L.h3, T * hid);
+      lap(t0, profile_.pointwise);
+      forward_shared(xn_, T, d, std::pair{L.w1.get(), rmw(L.h1, T, hid)},
+                     std::pair{L.w3.get(), rmw(L.h3, T, hid)});
+      lap(t0, profile_.linears);
+      size(hs_, T * hid);
+      for_rows(T, 8.0 * static_cast<double>(hid), [&](Index first, Index count) {
+        for (Index i = first * hid; i < (first + count) * hid; ++i) {
+          const auto k = static_cast<std::size_t>(i);
+          hs_[k] = L.h1[k] * detail::sigmoid_f32(L.h1[k]) * L.h3[k];
+        }
+      });
+      lap(t0, profile_.pointwise);
+      L.w2->forward(rm(hs_, T, hid), rmw(y_, T, d));
+      lap(t0, profile_.linears);
+      std::vector<float>& next =
+          l + 1 < c_.n_layers ? layers_[static_cast<std::size_t>(l + 1)].x : x_last_;
+      next = L.x2;
+      add(next, y_, T, d);
+    }
+    rmsnorm(x_last_, rms_final_, T, xf_, rf_);
+    lap(t0, profile_.pointwise);
+    // The classifier and cross-entropy, fused.
+    if (backward) size(dxf_, T * d);
+    const ClassifierLoss ce = classifier_.run(
+        xf_.data(), T, targets_.data(), masks == nullptr ? nullptr : mask_.data(),
+        mode_ == LoraMode::kGse, 1.0f / static_cast<float>(counted),
+        backward ? dxf_.data() : nullptr, detail::stream_seed(options_.seed ^ 0xC1A55u, step_, 0));
+    lap(t0, profile_.classifier);
+    if (backward) {
+      backward_pass(T, static_cast<Index>(n), t0);
+      ++step_;
+    }
+    return ce.sum / static_cast<double>(ce.count);
+  }
+
+  void backward_pass(Index T, Index windows, Clock::time_point& t0) {
+    auto lap = [&t0](double& into) {
+      const Clock::time_point now = Clock::now();
+      into += std::chrono::duration<double>(now - t0).count();
+      t0 = now;
+    };
+    const Index d = c_.dim, qd = c_.q_dim(), kvd = c_.kv_dim(), hid = c_.hidden_dim;
+    dx_.assign(static_cast<std::size_t>(T * d), 0.0f);
+    rmsnorm_backward(x_last_, rms_final_, rf_, dxf_, T, dx_);
+    size(tmp_, T * d);
+    size(dxn_, T * d);
+    size(dhs_, T * hid);
+    size(dh1_, T * hid);
+    size(dh3_, T * hid);
+    size(dattn_, T * qd);
+    lap(profile_.pointwise);
     for (int l = c_.n_layers - 1; l >= 0; --l) {
       Layer& L = layers_[static_cast<std::size_t>(l)];
       // FFN: x3 = x2 + w2(silu(w1 xn2) * w3 xn2).
-      std::vector<float> dhs(static_cast<std::size_t>(T * hid));
-      L.w2->backward(rm(dx, T, d), rmw(dhs, T, hid));
-      std::vector<float> dh1(dhs.size()), dh3(dhs.size());
-      for (std::size_t i = 0; i < dhs.size(); ++i)
-        llama::swiglu_backward(L.h1[i], L.h3[i], dhs[i], dh1[i], dh3[i]);
-      L.w1->backward(rm(dh1, T, hid), rmw(dxn, T, d));
-      L.w3->backward(rm(dh3, T, hid), rmw(tmp_d, T, d));
-      for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];
-      rmsnorm_backward(L.x2, w_.rms_ffn(l), L.r2, dxn, T, d, dx);  // dx is now d/dx2
+      L.w2->backward(rm(dx_, T, d), rmw(dhs_, T, hid));
+      lap(profile_.linears);
+      for_rows(T, 12.0 * static_cast<double>(hid), [&](Index first, Index count) {
+        for (Index i = first * hid; i < (first + count) * hid; ++i) {
+          const auto k = static_cast<std::size_t>(i);
+          const float a = L.h1[k], sig = detail::sigmoid_f32(a);
+          dh3_[k] = dhs_[k] * a * sig;
+          dh1_[k] = dhs_[k] * L.h3[k] * sig * (1.0f + a * (1.0f - sig));
+        }
+      });
+      lap(profile_.pointwise);
+      L.w1->backward(rm(dh1_, T, hid), rmw(dxn_, T, d));
+      L.w3->backward(rm(dh3_, T, hid), rmw(tmp_, T, d));
+      lap(profile_.linears);
+      add(dxn_, tmp_, T, d);
+      rmsnorm_backward(L.x2, L.rms_ffn, L.r2, dxn_, T, dx_);  // dx is now d/dx2
+      lap(profile_.pointwise);
       // Attention: x2 = x + wo(attn(rope(wq xn1), rope(wk xn1), wv xn1)).
-      std::vector<float> d_attn(static_cast<std::size_t>(T * d));
-      L.o->backward(rm(dx, T, d), rmw(d_attn, T, d));
-      std::vector<float> dq, dk, dv;
-      attention_backward(L, T, d_attn, dq, dk, dv);
-      rope(dq, T, d, true);
-      rope(dk, T, kv, true);
-      L.q->backward(rm(dq, T, d), rmw(dxn, T, d));
-      L.k->backward(rm(dk, T, kv), rmw(tmp_d, T, d));
-      for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];
-      L.v->backward(rm(dv, T, kv), rmw(tmp_d, T, d));
-      for (std::size_t i = 0; i < dxn.size(); ++i) dxn[i] += tmp_d[i];
-      rmsnorm_backward(x_[static_cast<std::size_t>(l)], w_.rms_att(l), L.r1, dxn, T, d, dx);
+      L.o->backward(rm(dx_, T, d), rmw(dattn_, T, qd));
+      lap(profile_.linears);
+      attention_backward(L, windows);
+      lap(profile_.attention);
+      rope(dq_, T, qd, true);
+      rope(dk_, T, kvd, true);
+      lap(profile_.pointwise);
+      L.q->backward(rm(dq_, T, qd), rmw(dxn_, T, d));
+      L.k->backward(rm(dk_, T, kvd), rmw(tmp_, T, d));
+      lap(profile_.linears);
+      add(dxn_, tmp_, T, d);
+      lap(profile_.pointwise);
+      L.v->backward(rm(dv_, T, kvd), rmw(tmp_, T, d));
+      lap(profile_.linears);
+      add(dxn_, tmp_, T, d);
+      rmsnorm_backward(L.x, L.rms_att, L.r1, dxn_, T, dx_);
+      lap(profile_.pointwise);
     }
   }
 
-  const Llama2Weights& w_;
-  Llama2Config c_;
+  LlamaConfig c_;
+  LoraOptions options_;
+  LoraMode mode_;
   std::unique_ptr<MatmulWorkspace> workspace_;  // shared by the layers; a stable address
+  RopeTable rope_;
+  std::vector<float> rms_final_;
   std::vector<Layer> layers_;
-  std::vector<std::vector<float>> x_;  // the residual stream entering each layer, and the last
-  Index len_ = 1;                      // the window length of the current micro-batch
+  LlamaClassifier classifier_;
+  Index len_ = 1;           // the window length of the current micro-batch
+  std::int64_t step_ = 0;   // backward passes run: the classifier's rounding stream
+  LlamaStepProfile profile_;
+  // Saved across forward and backward.
+  std::vector<float> x_last_, xf_, rf_;
+  std::vector<int> targets_;
+  std::vector<std::uint8_t> mask_;
+  // Scratch, reused every step.
+  Activation act_;
+  std::vector<float> xn_, attn_, hs_, y_, dx_, dxn_, tmp_, dh1_, dh3_, dhs_, dq_, dk_, dv_,
+      dattn_, dxf_, attn_scratch_;
 };
+
+/// The llama2.c name of the model (a llama2.c checkpoint is one way to fill it).
+template <typename Lora = LoraLinear<4, 8, 8, 8, 32>>
+using Llama2LoraModel = LlamaLoraModel<Lora>;
 
 }  // namespace gsq
