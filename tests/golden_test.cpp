@@ -1,5 +1,5 @@
 // golden_test.cpp: the promise, tested.  Five fixed-seed training steps of a GSE LoRA layer and
-// of a LoTA layer hash to one constant, the same in every build of the test matrix (GCC, Clang,
+// of a LoTA layer, and three of a whole LLaMA model, hash to one constant each, the same in every build of the test matrix (GCC, Clang,
 // GSQ_ISA caps, GSQ_DISABLE_SIMD, sanitizers, aarch64 under qemu), on every kernel ISA and
 // thread count; and the layer's outputs and gradients are memcmp-identical across conversion
 // ISA x matmul ISA x threads.
@@ -12,6 +12,7 @@
 
 #include "catch.hpp"
 #include "gsq/detail/rng.hpp"
+#include "gsq/models/llama/lora_model.hpp"
 #include "gsq/nn/lora.hpp"
 #include "gsq/nn/lota.hpp"
 #include "gsq/optim.hpp"
@@ -29,6 +30,8 @@ using gsq::MatrixRef;
 // same commit and say why.  Every configuration of ./run.sh test checks the same constants.
 constexpr std::uint64_t kLoraDigest = 0x00af0a5aac0b3fc7;
 constexpr std::uint64_t kLotaDigest = 0x2d9dfdfee9692924;
+// Three AdamW steps of a whole LLaMA model (model_run below).
+constexpr std::uint64_t kModelDigest = 0x0a9077bcc83440ce;
 // The initial adapters of a fixed seed (the last test case).
 constexpr std::uint64_t kLoraInitDigest = 0x1de0b6659e01f580;
 constexpr std::uint64_t kLotaInitDigest = 0x266495d4421ab1a0;
@@ -175,6 +178,56 @@ std::uint64_t lota_run(const Problem& p, const Config& config) {
   return d.value();
 }
 
+/// Three AdamW steps of a small LLaMA-family model with everything its float code has: GQA,
+/// a head size that is not a multiple of 32, an untied classifier over a vocabulary that is not
+/// either, Llama-3 RoPE scaling, two windows and a mask.  Digests every layer's dA and dB each
+/// step, then the adapters.  The losses are not hashed: they are reported through std::log.
+std::uint64_t model_run(const Config& config) {
+  gsq::LlamaConfig c;
+  c.dim = 64;
+  c.hidden_dim = 96;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 24;
+  c.vocab_size = 200;
+  c.seq_len = 32;
+  c.rope_theta = 500000.0;
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.original_context = 16;
+  c.tied_classifier = false;
+  gsq::LoraOptions opt = lora_options(config);
+  opt.rank = 4;
+  gsq::LlamaLoraModel<> model(gsq::RandomLlamaWeights(c, 3), opt);
+  gsq::detail::Rng rng(22);
+  for (auto* layer : model.loras()) {
+    for (float& v : layer->b()) v = rng.uniform(-0.02f, 0.02f);  // so that every path carries
+  }
+  std::vector<std::vector<int>> windows(2, std::vector<int>(18));
+  for (auto& w : windows) {
+    for (int& t : w) t = static_cast<int>(rng.below(200));
+  }
+  std::vector<std::vector<std::uint8_t>> masks(2, std::vector<std::uint8_t>(17, 1));
+  for (int t = 0; t < 5; ++t) masks[1][static_cast<std::size_t>(t)] = 0;  // a prompt
+  gsq::AdamW opt_state(model.parameters());
+  Digest d;
+  for (int step = 0; step < 3; ++step) {
+    model.zero_grad();
+    const double loss = model.loss_batch(windows, masks, true);
+    REQUIRE(std::isfinite(loss));
+    for (auto* layer : model.loras()) {
+      d.add(layer->grad_a());
+      d.add(layer->grad_b());
+    }
+    opt_state.step(1e-2f);
+  }
+  for (auto* layer : model.loras()) {
+    d.add(layer->a());
+    d.add(layer->b());
+  }
+  return d.value();
+}
+
 /// A digest as 16 hex digits, as the constants are written.
 std::string hex16(std::uint64_t v) {
   char text[17];
@@ -200,10 +253,14 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
   INFO("LoRA digest 0x" << hex16(lora) << ", LoTA digest 0x" << hex16(lota) << " (conversion "
                         << gsq::to_string(gsq::conversion_isa()) << ", matmul "
                         << gsq::to_string(gsq::matmul_isa()) << ")");
+  const std::uint64_t model = model_run({});
+  INFO("model digest 0x" << hex16(model));
   CHECK(lora == kLoraDigest);
   CHECK(lota == kLotaDigest);
+  CHECK(model == kModelDigest);
   // For ./run.sh test's summary, which shows each configuration's digests side by side.
-  WARN("golden digests: LoRA 0x" << hex16(lora) << ", LoTA 0x" << hex16(lota));
+  WARN("golden digests: LoRA 0x" << hex16(lora) << ", LoTA 0x" << hex16(lota) << ", model 0x"
+                                 << hex16(model));
   // And on every kernel pair and thread count of this machine.
   for (Isa conversion : conversion_isas()) {
     for (Isa matmul : gsq::test::matmul_isas()) {
@@ -213,6 +270,7 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
         const Config config{conversion, matmul, threads};
         CHECK(lora_run(p, config) == kLoraDigest);
         CHECK(lota_run(p, config) == kLotaDigest);
+        CHECK(model_run(config) == kModelDigest);
       }
     }
   }

@@ -338,49 +338,122 @@ class LlamaLoraModel {
     });
   }
 
-  /// Scores of row t of one head against keys [0, t] of its window: s[j] = q . k_j * scale,
-  /// from kT (head_size x len, the window's keys of the head's kv group, transposed).
-  void scores(const float* q, const float* kt, Index t, float* s) const {
-    const Index hs = c_.head_size(), len = len_;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-    std::fill(s, s + t + 1, 0.0f);
-    for (Index i = 0; i < hs; ++i) {
-      const float qi = q[i];
-      const float* k = kt + i * len;
-      for (Index j = 0; j <= t; ++j) s[j] += qi * k[j];
+  // Attention kernels.  Query rows go four at a time (kRows), so that each key or value row
+  // loaded serves four rows of scores or outputs held in registers, and 16 columns at a time
+  // (kCols, one AVX-512 register; the compiler vectorises the fixed-size loops for any ISA).
+  // Every output element is still one sum in a fixed order (over the head's dimensions for a
+  // score, over keys in ascending order for an output row, over query rows in ascending order
+  // for a key's gradient), the order of the plain loops, so blocking changes no bit.
+  static constexpr Index kRows = 4;
+  static constexpr Index kCols = 16;
+  static Index padded(Index n) noexcept { return (n + kCols - 1) / kCols * kCols; }
+
+  /// out[r][j] = sum over i < depth of a[r][i] * bt[i * ldb + j], i ascending, for r < kRows,
+  /// j < n (bt is readable to padded(n) columns; rows of a past `rows` are not read).
+  static void rows_times(const float* const* a, Index rows, const float* bt, Index ldb,
+                         Index depth, Index n, float* out, Index ldo, float scale) noexcept {
+    for (Index j0 = 0; j0 < n; j0 += kCols) {
+      float acc[kRows][kCols] = {};
+      for (Index i = 0; i < depth; ++i) {
+        const float* b = bt + i * ldb + j0;
+        for (Index r = 0; r < kRows; ++r) {
+          const float ai = r < rows ? a[r][i] : 0.0f;
+          for (Index c = 0; c < kCols; ++c) acc[r][c] += ai * b[c];
+        }
+      }
+      const Index w = std::min(kCols, n - j0);
+      for (Index r = 0; r < rows; ++r) {
+        for (Index c = 0; c < w; ++c) out[r * ldo + j0 + c] = acc[r][c] * scale;
+      }
     }
-    for (Index j = 0; j <= t; ++j) s[j] = s[j] * scale;
   }
 
-  /// dst (hs x len) = the window's rows of src (columns [col, col + hs) of a width-wide
-  /// matrix), transposed.
+  /// out[r][0..width) = sum over j <= first + r of p[r][j] * m[j] (rows of m `ld` apart), j
+  /// ascending, for r < rows: the weighted sum of the window's value (or key) rows.
+  static void weighted_rows(const float* p, Index ldp, Index rows, Index first, const float* m,
+                            Index ld, Index width, float* const* out) noexcept {
+    for (Index i0 = 0; i0 < width; i0 += kCols) {
+      const Index w = std::min(kCols, width - i0);
+      float acc[kRows][kCols] = {};
+      auto add = [&](Index r, Index j) {
+        const float pj = p[r * ldp + j];
+        const float* v = m + j * ld + i0;
+        for (Index c = 0; c < w; ++c) acc[r][c] += pj * v[c];
+      };
+      if (w == kCols) {
+        for (Index j = 0; j < first; ++j) {  // every row of the block sees these keys
+          const float* v = m + j * ld + i0;
+          for (Index r = 0; r < kRows; ++r) {
+            const float pj = r < rows ? p[r * ldp + j] : 0.0f;
+            for (Index c = 0; c < kCols; ++c) acc[r][c] += pj * v[c];
+          }
+        }
+      } else {
+        for (Index j = 0; j < first; ++j) {
+          for (Index r = 0; r < rows; ++r) add(r, j);
+        }
+      }
+      for (Index r = 0; r < rows; ++r) {
+        for (Index j = first; j <= first + r; ++j) add(r, j);
+        std::copy(acc[r], acc[r] + w, out[r] + i0);
+      }
+    }
+  }
+
+  /// dst (hs x padded(len)) = the window's rows of src (columns [col, col + hs) of a width-wide
+  /// matrix), transposed, the padding zero.
   void transpose_head(const float* src, Index width, Index col, Index first_row,
                       float* dst) const {
-    const Index hs = c_.head_size(), len = len_;
+    const Index hs = c_.head_size(), len = len_, ld = padded(len_);
+    for (Index i = 0; i < hs; ++i) std::fill(dst + i * ld + len, dst + (i + 1) * ld, 0.0f);
     for (Index s = 0; s < len; ++s) {
       const float* row = src + (first_row + s) * width + col;
-      for (Index i = 0; i < hs; ++i) dst[i * len + s] = row[i];
+      for (Index i = 0; i < hs; ++i) dst[i * ld + s] = row[i];
     }
   }
 
-  /// Scratch per thread slot for attention: kT, vT, one score row and one dp row.
-  float* attention_scratch(int slot) {
-    const Index len = len_, hs = c_.head_size();
-    return attn_scratch_.data() + slot * (2 * hs * len + 2 * len);
+  /// Scratch per thread slot: kT and vT (hs x padded(len)), scores and their gradients (kRows
+  /// x padded(len) each).
+  Index scratch_floats() const {
+    return (2 * c_.head_size() + 2 * kRows) * padded(len_);
   }
-  void attention_scratch_size(int threads) {
-    const Index len = len_, hs = c_.head_size();
-    size(attn_scratch_, threads * (2 * hs * len + 2 * len));
-  }
+  float* attention_scratch(int slot) { return attn_scratch_.data() + slot * scratch_floats(); }
+  void attention_scratch_size(int threads) { size(attn_scratch_, threads * scratch_floats()); }
   int attention_threads(Index items) const {
     const double len = static_cast<double>(len_);
     return detail::threads_for(static_cast<double>(items) * len * len * c_.head_size() * 2,
                                options_.matmul.threads);
   }
 
+  /// Rows [t0, t0 + rows) of head h in window (row0): their scores against keys [0, t0 + rows)
+  /// into s (kRows x ld), then each row's softmax over its own keys [0, t], its max and 1 / sum
+  /// (max[r], inv[r]) computed and stored when `compute`, else read.
+  void probabilities(const Layer& L, Index h, Index row0, Index t0, Index rows, const float* kt,
+                     float* s, float* max_of, float* inv_of, bool compute) const {
+    const Index hs = c_.head_size(), qd = c_.q_dim(), ld = padded(len_);
+    const float* q[kRows];
+    for (Index r = 0; r < rows; ++r) q[r] = L.q_out.data() + (row0 + t0 + r) * qd + h * hs;
+    rows_times(q, rows, kt, ld, hs, t0 + rows, s, ld,
+               1.0f / std::sqrt(static_cast<float>(hs)));
+    for (Index r = 0; r < rows; ++r) {
+      float* sr = s + r * ld;
+      const Index n = t0 + r + 1;
+      if (compute) {
+        const float max = detail::max_f32(sr, n);
+        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max);
+        const float inv = 1.0f / detail::sum_f32(sr, n);
+        max_of[r] = max;
+        inv_of[r] = inv;
+        for (Index j = 0; j < n; ++j) sr[j] = sr[j] * inv;
+      } else {
+        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max_of[r]) * inv_of[r];
+      }
+    }
+  }
+
   void attention_forward(Layer& L, Index windows) {
     const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
-    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len;
+    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len, ld = padded(len);
     size(L.att_max, c_.n_heads * T);
     size(L.att_inv, c_.n_heads * T);
     size(attn_, T * qd);
@@ -390,24 +463,17 @@ class LlamaLoraModel {
     detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
       const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
       float* kt = attention_scratch(slot);
-      float* s = kt + 2 * hs * len;
+      float* s = kt + 2 * hs * ld;
       transpose_head(L.k_out.data(), kvd, g * hs, row0, kt);
+      const float* v = L.v_out.data() + row0 * kvd + g * hs;
       for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
-        for (Index t = 0; t < len; ++t) {
-          const Index row = row0 + t;
-          scores(L.q_out.data() + row * qd + h * hs, kt, t, s);
-          const float max = detail::max_f32(s, t + 1);
-          for (Index j = 0; j <= t; ++j) s[j] = detail::exp_f32(s[j] - max);
-          const float inv = 1.0f / detail::sum_f32(s, t + 1);
-          L.att_max[static_cast<std::size_t>(h * T + row)] = max;
-          L.att_inv[static_cast<std::size_t>(h * T + row)] = inv;
-          float* o = attn_.data() + row * qd + h * hs;
-          std::fill(o, o + hs, 0.0f);
-          for (Index j = 0; j <= t; ++j) {
-            const float p = s[j] * inv;
-            const float* v = L.v_out.data() + (row0 + j) * kvd + g * hs;
-            for (Index i = 0; i < hs; ++i) o[i] += p * v[i];
-          }
+        for (Index t0 = 0; t0 < len; t0 += kRows) {
+          const Index rows = std::min(kRows, len - t0);
+          probabilities(L, h, row0, t0, rows, kt, s, L.att_max.data() + h * T + row0 + t0,
+                        L.att_inv.data() + h * T + row0 + t0, true);
+          float* o[kRows];
+          for (Index r = 0; r < rows; ++r) o[r] = attn_.data() + (row0 + t0 + r) * qd + h * hs;
+          weighted_rows(s, ld, rows, t0, v, kvd, hs, o);
         }
       }
     });
@@ -416,58 +482,67 @@ class LlamaLoraModel {
   /// From dO (T x q_dim, in dattn_): dQ, dK, dV (before RoPE is undone for Q and K).
   void attention_backward(Layer& L, Index windows) {
     const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
-    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len;
+    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len, ld = padded(len);
     size(dq_, T * qd);
     size(dk_, T * kvd);
     size(dv_, T * kvd);
     const Index items = windows * c_.n_kv_heads;
-    const int threads = attention_threads(items) ;
+    const int threads = attention_threads(items);
     attention_scratch_size(threads);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
     detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
       const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
       float* kt = attention_scratch(slot);
-      float* vt = kt + hs * len;
-      float* p = vt + hs * len;
-      float* dp = p + len;
+      float* vt = kt + hs * ld;
+      float* p = vt + hs * ld;
+      float* ds = p + kRows * ld;
       transpose_head(L.k_out.data(), kvd, g * hs, row0, kt);
       transpose_head(L.v_out.data(), kvd, g * hs, row0, vt);
       for (Index s = 0; s < len; ++s) {
         std::fill_n(dk_.data() + (row0 + s) * kvd + g * hs, hs, 0.0f);
         std::fill_n(dv_.data() + (row0 + s) * kvd + g * hs, hs, 0.0f);
       }
+      const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
       for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
-        for (Index t = 0; t < len; ++t) {
-          const Index row = row0 + t;
-          const float* q = L.q_out.data() + row * qd + h * hs;
-          scores(q, kt, t, p);
-          const float max = L.att_max[static_cast<std::size_t>(h * T + row)];
-          const float inv = L.att_inv[static_cast<std::size_t>(h * T + row)];
-          for (Index j = 0; j <= t; ++j) p[j] = detail::exp_f32(p[j] - max) * inv;
-          const float* go = dattn_.data() + row * qd + h * hs;
-          std::fill(dp, dp + t + 1, 0.0f);
-          for (Index i = 0; i < hs; ++i) {
-            const float gi = go[i];
-            const float* v = vt + i * len;
-            for (Index j = 0; j <= t; ++j) dp[j] += gi * v[j];
+        for (Index t0 = 0; t0 < len; t0 += kRows) {
+          const Index rows = std::min(kRows, len - t0);
+          probabilities(L, h, row0, t0, rows, kt, p, L.att_max.data() + h * T + row0 + t0,
+                        L.att_inv.data() + h * T + row0 + t0, false);
+          const float* go[kRows];
+          const float* q[kRows];
+          for (Index r = 0; r < rows; ++r) {
+            go[r] = dattn_.data() + (row0 + t0 + r) * qd + h * hs;
+            q[r] = L.q_out.data() + (row0 + t0 + r) * qd + h * hs;
           }
-          const float rowdot = detail::dot_f32(p, dp, t + 1);
-          float* gq = dq_.data() + row * qd + h * hs;
-          std::fill(gq, gq + hs, 0.0f);
-          for (Index j = 0; j <= t; ++j) {
-            const float ds = p[j] * (dp[j] - rowdot) * scale;
-            const float* k = L.k_out.data() + (row0 + j) * kvd + g * hs;
+          rows_times(go, rows, vt, ld, hs, t0 + rows, ds, ld, 1.0f);  // dP
+          for (Index r = 0; r < rows; ++r) {
+            const Index n = t0 + r + 1;
+            const float* pr = p + r * ld;
+            float* dr = ds + r * ld;
+            const float rowdot = detail::dot_f32(pr, dr, n);
+            for (Index j = 0; j < n; ++j) dr[j] = pr[j] * (dr[j] - rowdot) * scale;
+          }
+          float* gq[kRows];
+          for (Index r = 0; r < rows; ++r) gq[r] = dq_.data() + (row0 + t0 + r) * qd + h * hs;
+          weighted_rows(ds, ld, rows, t0, L.k_out.data() + row0 * kvd + g * hs, kvd, hs, gq);
+          // dK[j] += sum over the block's rows r (ascending) of dS[r][j] q_r; dV likewise
+          // with P and dO.  Row r sees keys j <= t0 + r.
+          for (Index j = 0; j < t0 + rows; ++j) {
             float* gk = dk_.data() + (row0 + j) * kvd + g * hs;
             float* gv = dv_.data() + (row0 + j) * kvd + g * hs;
-            for (Index i = 0; i < hs; ++i) {
-              gq[i] += ds * k[i];
-              gk[i] += ds * q[i];
-              gv[i] += p[j] * go[i];
+            const Index first = j > t0 ? j - t0 : 0;
+            for (Index r = first; r < rows; ++r) {
+              axpy(gk, ds[r * ld + j], q[r], hs);
+              axpy(gv, p[r * ld + j], go[r], hs);
             }
           }
         }
       }
     });
+  }
+
+  /// y[0..n) += a * x[0..n) (y and x do not overlap), in order per element: vectorises.
+  static void axpy(float* __restrict y, float a, const float* __restrict x, Index n) noexcept {
+    for (Index i = 0; i < n; ++i) y[i] += a * x[i];
   }
 
   /// y += x elementwise over n values, threaded.
