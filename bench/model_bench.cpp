@@ -3,6 +3,7 @@
 //
 // Rows (rank 8 on all seven linears, AdamW, the same tokens):
 //   gse    gsq LlamaLoraModel, W4 A8 G8 adapters 8 (GSE mode), GSE-INT8 classifier
+//   gse-wt the same with LoraOptions::cache_transposed_base (W^T kept packed for backward)
 //   float  the same model in float mode (its linears multiply in float on the dequantized base)
 //   torch  PyTorch fp32 (bench/torch_baseline.py, Debian's python3-torch), when importable
 // Each row runs in its own process (so its peak RSS is its own), 1 warm-up step, then --steps
@@ -17,6 +18,12 @@
 //   build/release/bench/model_bench --configs stories15m --rows gse,torch --threads 1,2
 // Configs: stories260k (the real weights when ../shared/models/stories260K.bin exists),
 // stories15m, smollm2-135m (all 30 layers), tinyllama-1.1b; random weights otherwise.
+// GCC 12 reports the undefined pass-through operand of AVX-512 intrinsics as maybe-uninitialized
+// where Eigen's AVX-512 GEMM (the float rows', enabled by -march=native) inlines them: GCC bug
+// 105593, fixed in 13.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -151,6 +158,7 @@ int run_row(const Args& a) {
   o.rank = 8;
   o.alpha = 16.0f;
   o.matmul.threads = a.thr;
+  o.cache_transposed_base = a.row == "gse-wt";
   std::unique_ptr<gsq::LlamaLoraModel<>> model;
   if (a.config == "stories260k" && !real_stories260k().empty()) {
     const gsq::Llama2Weights w = gsq::Llama2Weights::load(real_stories260k());
@@ -158,7 +166,7 @@ int run_row(const Args& a) {
   } else {
     model = std::make_unique<gsq::LlamaLoraModel<>>(gsq::RandomLlamaWeights(config, 1), o);
   }
-  const bool gse = a.row == "gse";
+  const bool gse = a.row.rfind("gse", 0) == 0;
   if (!gse) model->set_mode(gsq::LoraMode::kFloat);
   gsq::AdamW opt(model->parameters());
   using Clock = std::chrono::steady_clock;

@@ -549,7 +549,8 @@ TEST_CASE("LoRA forward of an already quantized X equals the float forward, bit 
   auto from_codes = make_layer<gsq::LoraLinear<4, 8, 8, 8, 32>>(p, LoraMode::kGse);
   const Grads want = run(from_float, p);
   const auto x = MatrixRef<const float>::row_major(p.x.data(), p.t, p.in);
-  const auto xq = gsq::quantize<8, 32>(x, gsq::Axis::kCols, from_codes.options().quantize());
+  gsq::LoraLinear<4, 8, 8, 8, 32>::Activation xq;
+  gsq::LoraLinear<4, 8, 8, 8, 32>::quantize_input(x, from_codes.options(), xq);
   Grads got;
   got.y.resize(want.y.size());
   got.dx.resize(want.dx.size());
@@ -570,10 +571,11 @@ TEST_CASE("LoRA forward of an already quantized X equals the float forward, bit 
                               }),
                               "a quantized activation needs LoraMode::kGse"));
   from_codes.set_mode(LoraMode::kGse);
-  const auto xq_rows = gsq::quantize<8, 32>(x, gsq::Axis::kRows);
+  auto swapped = xq;
+  std::swap(swapped.along_features, swapped.along_tokens);
   REQUIRE(gsq::test::contains(gsq::test::error_message([&] {
                                 from_codes.forward(
-                                    xq_rows, MatrixRef<float>::row_major(got.y.data(), p.t, p.out));
+                                    swapped, MatrixRef<float>::row_major(got.y.data(), p.t, p.out));
                               }),
-                              "grouped along in_features"));
+                              "quantized along in_features and along tokens"));
 }

@@ -19,6 +19,8 @@ namespace gsq {
 //   cl.in_features(), cl.out_features()                convertible to Index
 //   typename L::Activation                             the quantized X the layer accepts: what
 //                                                     it would make of a float X itself
+//   L::quantize_input(MatrixRef<const float> x, const LoraOptions& o, L::Activation& out)
+//                                                     makes it, as a layer built with o would
 //   l.forward(MatrixRef<const float> x, MatrixRef<float> y)
 //                                                     Y = layer(X) for X (T x in) into Y
 //                                                     (T x out), saving what backward needs
@@ -47,6 +49,10 @@ using LinearForward = decltype(std::declval<L&>().forward(std::declval<MatrixRef
 template <typename L>
 using LinearForwardQuantized = decltype(std::declval<L&>().forward(
     std::declval<const typename L::Activation&>(), std::declval<MatrixRef<float>>()));
+template <typename L>
+using LinearQuantizeInput = decltype(L::quantize_input(
+    std::declval<MatrixRef<const float>>(), std::declval<const LoraOptions&>(),
+    std::declval<typename L::Activation&>()));
 template <typename L>
 using LinearBackward = decltype(std::declval<L&>().backward(std::declval<MatrixRef<const float>>(),
                                                             std::declval<MatrixRef<float>>()));
@@ -78,14 +84,16 @@ inline constexpr bool kReturns = std::is_convertible_v<typename Detected<Op, L>:
 /// Whether L models Linear (see above).
 template <typename L>
 inline constexpr bool is_linear_v =
-    std::is_constructible_v<L, MatrixRef<const float>, const LoraOptions&>&& detail::Detected<
-        detail::LinearForward, L>::value&&
-        detail::Detected<detail::LinearForwardQuantized, L>::value&& detail::Detected<
-            detail::LinearBackward, L>::value&& detail::Detected<detail::LinearZeroGrad, L>::value&&
-            detail::kReturns<detail::LinearInFeatures, L, Index>&&
-                detail::kReturns<detail::LinearOutFeatures, L, Index>&&
-                    detail::kReturns<detail::LinearMemory, L, LoraMemory>&&
-                        detail::kReturns<detail::LinearEffectiveWeight, L, std::vector<float>>;
+    std::is_constructible_v<L, MatrixRef<const float>, const LoraOptions&> &&
+    detail::Detected<detail::LinearForward, L>::value &&
+    detail::Detected<detail::LinearForwardQuantized, L>::value &&
+    detail::Detected<detail::LinearQuantizeInput, L>::value &&
+    detail::Detected<detail::LinearBackward, L>::value &&
+    detail::Detected<detail::LinearZeroGrad, L>::value &&
+    detail::kReturns<detail::LinearInFeatures, L, Index> &&
+    detail::kReturns<detail::LinearOutFeatures, L, Index> &&
+    detail::kReturns<detail::LinearMemory, L, LoraMemory> &&
+    detail::kReturns<detail::LinearEffectiveWeight, L, std::vector<float>>;
 
 /// A compile-time check that names the first requirement L misses; true if it compiles.  Use it
 /// where a model instantiates its layers: static_assert(check_linear<L>()).
@@ -101,6 +109,9 @@ constexpr bool check_linear() {
   static_assert(detail::Detected<detail::LinearForwardQuantized, L>::value,
                 "Linear: needs a type L::Activation and forward(const L::Activation& xq, "
                 "MatrixRef<float> y), the forward of an already quantized X");
+  static_assert(detail::Detected<detail::LinearQuantizeInput, L>::value,
+                "Linear: needs static quantize_input(MatrixRef<const float>, const LoraOptions&, "
+                "L::Activation&), which makes the Activation forward accepts");
   static_assert(detail::Detected<detail::LinearBackward, L>::value,
                 "Linear: needs backward(MatrixRef<const float> dy, MatrixRef<float> dx)");
   static_assert(detail::Detected<detail::LinearZeroGrad, L>::value, "Linear: needs zero_grad()");

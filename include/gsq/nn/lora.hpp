@@ -33,14 +33,15 @@ namespace gsq {
 // base.
 //
 // Every matmul of LoraMode::kGse, with the axis its operands are grouped along:
-//   forward    Y  = Xq(in) * W(in)                 Xq: ABits, quantized once, saved bit-packed
+//   forward    Y  = Xq(in) * W(in)                 Xq: ABits; X is also quantized along
+//                                                  tokens (ABits), which is saved bit-packed
 //              H  = Xq(in) * Aq(in)                H: T x r
 //              Y += s * Hq(r) * Bq(r)              Hq: ABits, saved bit-packed
 //   backward   dX = dYq(out) * W^T(out)            W regrouped in integers to GSE-INT8 along
 //                                                  out (regroup.hpp; exact for typical weights)
 //              G  = dYq(out) * B^T(out)            G = dL/dH / s: T x r
 //              dX += s * Gq(r) * A^T(r)
-//              dA += s * X^T(tokens) * Gq(tokens)  the saved Xq regrouped along tokens
+//              dA += s * X^T(tokens) * Gq(tokens)  the saved X, quantized along tokens
 //              dB += s * H^T(tokens) * dYq(tokens) the saved Hq regrouped along tokens
 // Gradients (dY, G) are quantized to GBits with stochastic rounding by default, from a stream
 // seeded by (options.seed, step, operand), so a run is reproducible; adapters to AdBits with
@@ -100,8 +101,15 @@ class LoraLinear {
   /// The dequantized base weight (in x out, row-major), for references and export.
   std::vector<float> base_float() const { return base_.dequantized(); }
 
-  /// An activation quantized as this layer quantizes X: GSE-INT<ABits> along in_features.
-  using Activation = GseTensor<ABits, G>;
+  /// An input quantized as this layer quantizes X: GSE-INT<ABits> along in_features and along
+  /// tokens (LayerInput), so that layers reading the same X can share one quantization.
+  using Activation = LayerInput<ABits, G>;
+
+  /// Quantizes x (T x in) as forward(x, y) does, into `out`: what forward(out, y) accepts.
+  static void quantize_input(MatrixRef<const float> x, const LoraOptions& options,
+                             Activation& out) {
+    out.assign(x, options);
+  }
 
   /// Y = X W + s X A B for X (T x in) into Y (T x out), saving what backward needs.
   void forward(MatrixRef<const float> x, MatrixRef<float> y) {
@@ -110,7 +118,8 @@ class LoraLinear {
     temporary_ = 0;
     switch (options_.mode) {
       case LoraMode::kGse:
-        forward_gse(quantize<ABits, G>(x, Axis::kCols, options_.quantize()), y);
+        input_.assign(x, options_);
+        forward_gse(input_, y);
         break;
       case LoraMode::kFloat:
       case LoraMode::kFp8:
@@ -120,16 +129,18 @@ class LoraLinear {
     saved_ = true;
   }
 
-  /// The same from X already quantized (T x in, grouped along in_features, e.g. by
-  /// quantize<ABits, G>(x, Axis::kCols, options().quantize()), which gives what the float
-  /// overload computes, bit for bit), so that layers reading the same input can share one
-  /// quantization.  LoraMode::kGse only: the float and FP8 modes need X in float.
+  /// The same from X already quantized (by quantize_input with this layer's options, which
+  /// gives what the float overload computes, bit for bit), so that layers reading the same
+  /// input can share one quantization.  LoraMode::kGse only: the float and FP8 modes need X in
+  /// float.
   void forward(const Activation& xq, MatrixRef<float> y) {
     GSQ_CHECK(options_.mode == LoraMode::kGse,
               "LoraLinear::forward: a quantized activation needs LoraMode::kGse, the layer is in ",
               to_string(options_.mode), " mode");
-    GSQ_CHECK(xq.axis() == Axis::kCols,
-              "LoraLinear::forward: Xq must be grouped along in_features");
+    GSQ_CHECK(xq.along_features.axis() == Axis::kCols && xq.along_tokens.axis() == Axis::kRows &&
+                  xq.along_tokens.rows() == xq.rows() && xq.along_tokens.cols() == xq.cols(),
+              "LoraLinear::forward: the input must be quantized along in_features and along "
+              "tokens, with one shape (quantize_input)");
     check_forward(xq.rows(), xq.cols(), y);
     tokens_ = xq.rows();
     temporary_ = 0;
@@ -250,7 +261,7 @@ class LoraLinear {
   }
 
  private:
-  using Act = Activation;
+  using Act = GseTensor<ABits, G>;  // one quantized activation (Xq, Hq)
 
   void check_forward(Index rows, Index cols, MatrixRef<float> y) const {
     GSQ_CHECK(cols == in_ && y.rows == rows && y.cols == out_, "LoraLinear::forward: X is ", rows,
@@ -267,6 +278,7 @@ class LoraLinear {
     rank_ = options_.rank;
     scale_ = options_.alpha / static_cast<float>(rank_);
     base_ = FrozenBase<WBits, G>(w, options_.quantize());
+    if (options_.cache_transposed_base) base_.cache_transposed(options_.matmul);
     a_.assign(static_cast<std::size_t>(in_ * rank_), 0.0f);
     b_.assign(static_cast<std::size_t>(rank_ * out_), 0.0f);
     grad_a_.assign(a_.size(), 0.0f);
@@ -287,8 +299,9 @@ class LoraLinear {
   }
 
   // ---- GSE mode ------------------------------------------------------------------------------
-  void forward_gse(const Act& xq, MatrixRef<float> y) {
+  void forward_gse(const Activation& input, MatrixRef<float> y) {
     const MatmulOptions mm = matmul_options();
+    const GseTensor<ABits, G>& xq = input.along_features;
     const Index t = xq.rows();
     const QuantizeOptions nearest = options_.quantize();
     // The base streams from its packed form: one L2-sized block of kernel panels at a time.
@@ -306,7 +319,7 @@ class LoraLinear {
                                         Axis::kRows, nearest);
     matmul(hq.view(), bq.view(), y, scale_, 1.0f, mm);
 
-    x_packed_ = PackedGseTensor<ABits, G>::pack(xq.view());
+    x_packed_ = PackedGseTensor<ABits, G>::pack(input.along_tokens.view());
     h_packed_ = PackedGseTensor<ABits, G>::pack(hq.view());
     x_float_.clear();
     h_float_.clear();
@@ -339,13 +352,12 @@ class LoraLinear {
     }
 
     // dA += s X^T G, reduced over tokens: X and G grouped along tokens.
-    const Act xq = x_packed_.unpack();
-    const auto xt = regroup<8>(xq.view(), Axis::kRows);  // T x in, groups along tokens
+    const GseTensor<ABits, G> xt = x_packed_.unpack();  // T x in, groups along tokens
     grad.seed = detail::stream_seed(options_.seed, step_, 2);
     const auto gt = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kRows, grad);
     matmul(xt.view().transposed(), gt.view(),
            MatrixRef<float>::row_major(grad_a_.data(), in_, rank_), scale_, 1.0f, mm);
-    note_temporary(xq.bytes() + xt.bytes());
+    note_temporary(xt.bytes());
 
     // dB += s H^T dY, reduced over tokens.
     const Act hq = h_packed_.unpack();
@@ -433,6 +445,7 @@ class LoraLinear {
   std::vector<float> x_float_, h_float_;
   std::size_t temporary_ = 0;
   MatmulWorkspace workspace_;  // used when options().matmul.workspace is null
+  Activation input_;           // the float forward's quantized X, reused
   std::int64_t step_ = 0;
 };
 

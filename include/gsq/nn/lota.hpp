@@ -80,6 +80,7 @@ class LotaLinear {
     GSQ_CHECK(rank_ >= 1 && w.rows >= 1 && w.cols >= 1, "LotaLinear: rank ", rank_, " and weight ",
               w.rows, "x", w.cols);
     base_ = FrozenBase<WBits, G>(w, options_.quantize());
+    if (options_.cache_transposed_base) base_.cache_transposed(options_.matmul);
     set_omega(omega < 0 ? 0.75 * rank_ : omega);  // NaN or omega > rank: an error
     a_ = TernaryMatrix(in_, rank_);
     b_ = TernaryMatrix(out_, rank_);
@@ -153,6 +154,12 @@ class LotaLinear {
 
   /// An activation quantized as this layer quantizes X: GSE-INT<ABits> along in_features.
   using Activation = GseTensor<ABits, G>;
+
+  /// Quantizes x (T x in) as forward(x, y) does, into `out`: what forward(out, y) accepts.
+  static void quantize_input(MatrixRef<const float> x, const LoraOptions& options,
+                             Activation& out) {
+    quantize_into(x, Axis::kCols, out, options.quantize());
+  }
 
   /// Y = X W_eff for X (T x in), saving X (quantized to ABits) for backward.  With B = 0 (after
   /// merge(), or before training) this is the base model's product, streamed from the packed

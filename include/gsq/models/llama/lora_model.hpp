@@ -286,7 +286,7 @@ class LlamaLoraModel {
   void forward_shared(const std::vector<float>& x, Index rows, Index cols, Out&&... outs) {
     const auto xr = rm(x, rows, cols);
     if (mode_ == LoraMode::kGse) {
-      quantize_into(xr, Axis::kCols, act_, options_.quantize());
+      Lora::quantize_input(xr, options_, act_);
       (outs.first->forward(act_, outs.second), ...);
     } else {
       (outs.first->forward(xr, outs.second), ...);
