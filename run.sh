@@ -146,7 +146,7 @@ notes_of() {
     # The golden test's digests: the same in every configuration, or the promise is broken.
     line="$(grep -Eo -m1 'golden digests: LoRA 0x[0-9a-f]+, LoTA 0x[0-9a-f]+' "${junit}" || true)"
     if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
-    line="$(grep -Eo -m1 'golden model digest: 0x[0-9a-f]+' "${junit}" || true)"
+    line="$(grep -Eo -m1 'golden model digest: 0x[0-9a-f]+, GSE attention 0x[0-9a-f]+' "${junit}" || true)"
     if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
     # libFuzzer ends its output with "Done N runs in S second(s)".
     awk -v label="${label}" '

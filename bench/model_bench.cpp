@@ -3,7 +3,9 @@
 //
 // Rows (rank 8 on all seven linears, AdamW, the same tokens):
 //   gse    gsq LlamaLoraModel, W4 A8 G8 adapters 8 (GSE mode), GSE-INT8 classifier
-//   gse-wt the same with LoraOptions::cache_transposed_base (W^T kept packed for backward)
+//   gse+wt    the same with LoraOptions::cache_transposed_base (W^T kept packed for backward)
+//   gse+attn  the same with attention on the integer engine (set_attention(kGse)); both:
+//             gse+wt+attn
 //   float  the same model in float mode (its linears multiply in float on the dequantized base)
 //   torch  PyTorch fp32 (bench/torch_baseline.py, Debian's python3-torch), when importable
 // Each row runs in its own process (so its peak RSS is its own), 1 warm-up step, then --steps
@@ -158,7 +160,7 @@ int run_row(const Args& a) {
   o.rank = 8;
   o.alpha = 16.0f;
   o.matmul.threads = a.thr;
-  o.cache_transposed_base = a.row == "gse-wt";
+  o.cache_transposed_base = a.row.find("+wt") != std::string::npos;
   std::unique_ptr<gsq::LlamaLoraModel<>> model;
   if (a.config == "stories260k" && !real_stories260k().empty()) {
     const gsq::Llama2Weights w = gsq::Llama2Weights::load(real_stories260k());
@@ -168,6 +170,7 @@ int run_row(const Args& a) {
   }
   const bool gse = a.row.rfind("gse", 0) == 0;
   if (!gse) model->set_mode(gsq::LoraMode::kFloat);
+  if (a.row.find("+attn") != std::string::npos) model->set_attention(gsq::LoraMode::kGse);
   gsq::AdamW opt(model->parameters());
   using Clock = std::chrono::steady_clock;
   std::vector<double> ms;

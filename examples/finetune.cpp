@@ -316,6 +316,12 @@ std::vector<Row> comparison(const Model& model, const Dataset& data, const Train
                   train_w4a8(gsq::LoraMode::kFloat, "W4 + float adapters")});
   rows.push_back(
       {"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8", true, export_path)});
+  rows.push_back({"GSQ 8-8-8, attention on GSE too", "4-8-8-8", true, run_isolated([&] {
+                    return finetune::train_adapters<W4A8>(model.weights, data, t,
+                                                          gsq::LoraMode::kGse,
+                                                          "GSQ 8-8-8 + GSE attention", true, "",
+                                                          gsq::LoraMode::kGse);
+                  })});
   rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6", true)});
   rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5", true)});
   rows.push_back({"W4 + FP8 adapters", "4-E4M3-E5M2-E4M3", true,

@@ -30,8 +30,10 @@ using gsq::MatrixRef;
 // same commit and say why.  Every configuration of ./run.sh test checks the same constants.
 constexpr std::uint64_t kLoraDigest = 0x00af0a5aac0b3fc7;
 constexpr std::uint64_t kLotaDigest = 0x2d9dfdfee9692924;
-// Three AdamW steps of a whole LLaMA model (model_run below).
+// Three AdamW steps of a whole LLaMA model (model_run below), with float attention and with
+// attention on the integer engine.
 constexpr std::uint64_t kModelDigest = 0x09c3aca9a92697d3;
+constexpr std::uint64_t kModelGseAttentionDigest = 0x49eafc2e6ad46f46;
 // The initial adapters of a fixed seed (the last test case).
 constexpr std::uint64_t kLoraInitDigest = 0x1de0b6659e01f580;
 constexpr std::uint64_t kLotaInitDigest = 0x266495d4421ab1a0;
@@ -102,6 +104,7 @@ struct Config {
   std::optional<Isa> matmul;
   int threads = 0;
   bool cache_transposed = false;  // LoraOptions::cache_transposed_base
+  bool gse_attention = false;     // LlamaLoraModel::set_attention(kGse)
 };
 
 gsq::LoraOptions lora_options(const Config& config) {
@@ -201,6 +204,7 @@ std::uint64_t model_run(const Config& config) {
   gsq::LoraOptions opt = lora_options(config);
   opt.rank = 4;
   gsq::LlamaLoraModel<> model(gsq::RandomLlamaWeights(c, 3), opt);
+  if (config.gse_attention) model.set_attention(gsq::LoraMode::kGse);
   gsq::detail::Rng rng(22);
   for (auto* layer : model.loras()) {
     for (float& v : layer->b()) v = rng.uniform(-0.02f, 0.02f);  // so that every path carries
@@ -256,14 +260,18 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
                         << gsq::to_string(gsq::conversion_isa()) << ", matmul "
                         << gsq::to_string(gsq::matmul_isa()) << ")");
   const std::uint64_t model = model_run({});
-  INFO("model digest 0x" << hex16(model));
+  Config gse_attention;
+  gse_attention.gse_attention = true;
+  const std::uint64_t model_gse = model_run(gse_attention);
+  INFO("model digest 0x" << hex16(model) << ", with GSE attention 0x" << hex16(model_gse));
+  CHECK(model_gse == kModelGseAttentionDigest);
   CHECK(lora == kLoraDigest);
   CHECK(lota == kLotaDigest);
   CHECK(model == kModelDigest);
   // For ./run.sh test's summary, which shows each configuration's digests side by side.
   // (Two messages: Catch wraps lines at 80 columns, and the summary greps whole lines.)
   WARN("golden digests: LoRA 0x" << hex16(lora) << ", LoTA 0x" << hex16(lota));
-  WARN("golden model digest: 0x" << hex16(model));
+  WARN("golden model digest: 0x" << hex16(model) << ", GSE attention 0x" << hex16(model_gse));
   // With the frozen bases' W^T cached instead of regrouped in every backward.
   Config cached;
   cached.cache_transposed = true;
@@ -280,6 +288,9 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
         CHECK(lora_run(p, config) == kLoraDigest);
         CHECK(lota_run(p, config) == kLotaDigest);
         CHECK(model_run(config) == kModelDigest);
+        Config with_gse = config;
+        with_gse.gse_attention = true;
+        CHECK(model_run(with_gse) == kModelGseAttentionDigest);
       }
     }
   }

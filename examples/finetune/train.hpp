@@ -212,17 +212,19 @@ void measure(Model& model, const Dataset& data, const TrainSettings& s, std::vec
 /// the same windows in the same order, the same adapter initialisation, schedule and optimizer
 /// (AdamW with float state), so only the arithmetic differs.  With `export_path`, the
 /// fine-tuned model (adapters folded into float32 weights) is written there in llama2.c's
-/// format.
+/// format.  `attention`: where the model's attention products run (float, or GSE).
 template <typename Lora>
 Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
                         gsq::LoraMode mode, const std::string& label, bool merge = true,
-                        const std::string& export_path = "") {
+                        const std::string& export_path = "",
+                        gsq::LoraMode attention = gsq::LoraMode::kFloat) {
   gsq::LoraOptions options;
   options.rank = s.rank;
   options.alpha = s.alpha;
   options.mode = mode;
   options.seed = s.seed;
   gsq::Llama2LoraModel<Lora> model(w, options);
+  model.set_attention(attention);
   const std::vector<gsq::Parameter> params = model.parameters();
   gsq::AdamW adam(params);
   const gsq::CosineSchedule schedule{s.lr, s.warmup, s.steps};

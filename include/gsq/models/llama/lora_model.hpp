@@ -151,6 +151,14 @@ class LlamaLoraModel {
     for (Lora* p : loras()) p->zero_grad();
   }
 
+  /// Where attention's products run: kFloat (the default) or kGse (on the integer engine, see
+  /// attention_forward_gse).  Independent of set_mode.
+  void set_attention(LoraMode mode) {
+    GSQ_CHECK(mode != LoraMode::kFp8, "llama: attention runs in float or GSE, not FP8");
+    attention_ = mode;
+  }
+  LoraMode attention() const noexcept { return attention_; }
+
   /// Mean cross-entropy of predicting tokens[t + 1] from tokens[0..t], t < T = size - 1.  With
   /// `backward`, also accumulates the adapters' gradients of that mean.
   double loss(const std::vector<int>& tokens, bool backward) {
@@ -540,6 +548,184 @@ class LlamaLoraModel {
     });
   }
 
+  // ---- Attention on the integer engine (set_attention(LoraMode::kGse)) -------------------
+  // Per (window, head), every product grouped along its own reduction axis, GSE-INT8:
+  //   forward    S  = Q(hs) K^T(hs) / sqrt(hs)     causal: blocks of 64 query rows against
+  //                                                the keys they see
+  //              P  = softmax(S) in float, as the float path computes it
+  //              O  = P(keys) V(keys)              P: stochastic rounding (nearest-even would
+  //                                                flush the neighbours of a dominant key)
+  //   backward   dP = dO(hs) V^T(hs)
+  //              dS = P^ (dP - D) / sqrt(hs),  D = sum(P^ dP) / sum(P^) per row, where P^ is
+  //                   the quantized P of the forward product, so each row of dS sums to zero
+  //              dQ = dS(keys) K(keys),  dK += dS^T(queries) Q(queries),
+  //              dV += P^T(queries) dO(queries)
+  // A head size that is not a multiple of 32 pads each along-hs group with zero codes (48 pads
+  // to 64: a third more multiply-adds in S and dP, reported by attention_padding()).
+  // Stochastic streams are keyed by (seed, step, layer, head, window, operand).
+
+  /// Multiply-adds computed per useful one in the along-hs products (S, dP): padded / hs.
+  double attention_padding() const noexcept {
+    const Index hs = c_.head_size();
+    return static_cast<double>((hs + 31) / 32 * 32) / static_cast<double>(hs);
+  }
+
+  struct GseAttentionScratch {
+    GseTensor<8> qf, qt, kf, kt, vf, vt, dof, dot, pk, pq, dsk, dsq;
+    std::vector<float> s, phat, dp;
+    MatmulWorkspace workspace;
+  };
+
+  std::uint64_t attention_seed(int layer, Index head, Index window, std::uint32_t operand) const {
+    const auto stream = static_cast<std::uint32_t>((layer * c_.n_heads + head) * 8 + operand);
+    return detail::stream_seed(options_.seed ^ (0xA77Eull << 32) ^ static_cast<std::uint64_t>(window),
+                               step_, stream);
+  }
+
+  /// A (rows x hs) block of a width-wide row-major matrix: rows [row0, row0 + rows), columns
+  /// [col, col + hs).
+  static MatrixRef<const float> cblock(const std::vector<float>& m, Index width, Index row0,
+                                       Index rows, Index col, Index hs) {
+    return {m.data() + row0 * width + col, rows, hs, width, 1};
+  }
+  static MatrixRef<float> block(std::vector<float>& m, Index width, Index row0, Index rows,
+                                Index col, Index hs) {
+    return {m.data() + row0 * width + col, rows, hs, width, 1};
+  }
+
+  /// S = Q K^T / sqrt(hs), causal, then P = softmax(S) per row into sc.s (len x len, zero above
+  /// the diagonal); the row statistics computed and stored when `compute`, else read.
+  void gse_probabilities(GseAttentionScratch& sc, const MatmulOptions& mm, float* max_of,
+                         float* inv_of, bool compute) const {
+    const Index hs = c_.head_size(), len = len_;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    constexpr Index kBlock = 64;
+    for (Index t0 = 0; t0 < len; t0 += kBlock) {
+      const Index n = std::min(kBlock, len - t0);
+      matmul(sc.qf.view().line_block(t0, n), sc.kf.view().line_block(0, t0 + n).transposed(),
+             MatrixRef<float>{sc.s.data() + t0 * len, n, t0 + n, len, 1}, scale, 0.0f, mm);
+    }
+    for (Index t = 0; t < len; ++t) {
+      float* sr = sc.s.data() + t * len;
+      const Index n = t + 1;
+      if (compute) {
+        const float max = detail::max_f32(sr, n);
+        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max);
+        const float inv = 1.0f / detail::sum_f32(sr, n);
+        max_of[t] = max;
+        inv_of[t] = inv;
+        for (Index j = 0; j < n; ++j) sr[j] = sr[j] * inv;
+      } else {
+        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max_of[t]) * inv_of[t];
+      }
+      std::fill(sr + n, sr + len, 0.0f);
+    }
+  }
+
+  MatmulOptions attention_matmul(GseAttentionScratch& sc) const {
+    MatmulOptions mm = options_.matmul;
+    mm.threads = 1;  // one thread per (window, kv head) item
+    mm.workspace = &sc.workspace;
+    return mm;
+  }
+
+  void attention_forward_gse(Layer& L, int layer, Index windows) {
+    const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
+    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len;
+    size(L.att_max, c_.n_heads * T);
+    size(L.att_inv, c_.n_heads * T);
+    size(attn_, T * qd);
+    const Index items = windows * c_.n_kv_heads;
+    const int threads = attention_threads(items);
+    gse_scratch_.resize(static_cast<std::size_t>(std::max(threads, 1)));
+    const QuantizeOptions nearest = options_.quantize();
+    detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
+      GseAttentionScratch& sc = gse_scratch_[static_cast<std::size_t>(slot)];
+      const MatmulOptions mm = attention_matmul(sc);
+      const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
+      sc.s.resize(static_cast<std::size_t>(len * len));
+      quantize_into(cblock(L.k_out, kvd, row0, len, g * hs, hs), Axis::kCols, sc.kf, nearest);
+      quantize_into(cblock(L.v_out, kvd, row0, len, g * hs, hs), Axis::kRows, sc.vt, nearest);
+      for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
+        quantize_into(cblock(L.q_out, qd, row0, len, h * hs, hs), Axis::kCols, sc.qf, nearest);
+        gse_probabilities(sc, mm, L.att_max.data() + h * T + row0,
+                          L.att_inv.data() + h * T + row0, true);
+        quantize_into(MatrixRef<const float>::row_major(sc.s.data(), len, len), Axis::kCols, sc.pk,
+                      options_.quantize(Rounding::kStochastic, attention_seed(layer, h, b, 0)));
+        matmul(sc.pk.view(), sc.vt.view(), block(attn_, qd, row0, len, h * hs, hs), 1.0f, 0.0f,
+               mm);
+      }
+    });
+  }
+
+  void attention_backward_gse(Layer& L, int layer, Index windows) {
+    const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
+    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len;
+    size(dq_, T * qd);
+    size(dk_, T * kvd);
+    size(dv_, T * kvd);
+    const Index items = windows * c_.n_kv_heads;
+    const int threads = attention_threads(items);
+    gse_scratch_.resize(static_cast<std::size_t>(std::max(threads, 1)));
+    const QuantizeOptions nearest = options_.quantize();
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
+      GseAttentionScratch& sc = gse_scratch_[static_cast<std::size_t>(slot)];
+      const MatmulOptions mm = attention_matmul(sc);
+      const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
+      sc.s.resize(static_cast<std::size_t>(len * len));
+      sc.phat.resize(sc.s.size());
+      sc.dp.resize(sc.s.size());
+      quantize_into(cblock(L.k_out, kvd, row0, len, g * hs, hs), Axis::kCols, sc.kf, nearest);
+      quantize_into(cblock(L.k_out, kvd, row0, len, g * hs, hs), Axis::kRows, sc.kt, nearest);
+      quantize_into(cblock(L.v_out, kvd, row0, len, g * hs, hs), Axis::kCols, sc.vf, nearest);
+      const auto dk = block(dk_, kvd, row0, len, g * hs, hs);
+      const auto dv = block(dv_, kvd, row0, len, g * hs, hs);
+      auto rows = [](const float* p, Index r, Index c) {
+        return MatrixRef<const float>::row_major(p, r, c);
+      };
+      for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
+        const float beta = h == g * kv_mul ? 0.0f : 1.0f;  // dK, dV sum over the group's heads
+        const auto q = cblock(L.q_out, qd, row0, len, h * hs, hs);
+        const auto go = cblock(dattn_, qd, row0, len, h * hs, hs);
+        quantize_into(q, Axis::kCols, sc.qf, nearest);
+        quantize_into(q, Axis::kRows, sc.qt, nearest);
+        gse_probabilities(sc, mm, L.att_max.data() + h * T + row0,
+                          L.att_inv.data() + h * T + row0, false);
+        // P^: the forward product's quantized P (the same stream), in float.
+        quantize_into(rows(sc.s.data(), len, len), Axis::kCols, sc.pk,
+                      options_.quantize(Rounding::kStochastic, attention_seed(layer, h, b, 0)));
+        dequantize_into(sc.pk.view(), MatrixRef<float>::row_major(sc.phat.data(), len, len));
+        // dP = dO V^T.
+        quantize_into(go, Axis::kCols, sc.dof,
+                      options_.quantize(options_.gradient_rounding, attention_seed(layer, h, b, 1)));
+        matmul(sc.dof.view(), sc.vf.view().transposed(),
+               MatrixRef<float>::row_major(sc.dp.data(), len, len), 1.0f, 0.0f, mm);
+        for (Index t = 0; t < len; ++t) {
+          const float* p = sc.phat.data() + t * len;
+          float* d = sc.dp.data() + t * len;
+          const Index n = t + 1;
+          const float mass = detail::sum_f32(p, n);
+          const float row = mass > 0.0f ? detail::dot_f32(p, d, n) / mass : 0.0f;
+          for (Index j = 0; j < n; ++j) d[j] = p[j] * (d[j] - row) * scale;
+          std::fill(d + n, d + len, 0.0f);
+        }
+        // dQ = dS K, dK += dS^T Q, dV += P^T dO.
+        quantize_into(rows(sc.dp.data(), len, len), Axis::kCols, sc.dsk,
+                      options_.quantize(options_.gradient_rounding, attention_seed(layer, h, b, 2)));
+        matmul(sc.dsk.view(), sc.kt.view(), block(dq_, qd, row0, len, h * hs, hs), 1.0f, 0.0f, mm);
+        quantize_into(rows(sc.dp.data(), len, len), Axis::kRows, sc.dsq,
+                      options_.quantize(options_.gradient_rounding, attention_seed(layer, h, b, 3)));
+        matmul(sc.dsq.view().transposed(), sc.qt.view(), dk, 1.0f, beta, mm);
+        quantize_into(rows(sc.s.data(), len, len), Axis::kRows, sc.pq,
+                      options_.quantize(Rounding::kStochastic, attention_seed(layer, h, b, 4)));
+        quantize_into(go, Axis::kRows, sc.dot,
+                      options_.quantize(options_.gradient_rounding, attention_seed(layer, h, b, 5)));
+        matmul(sc.pq.view().transposed(), sc.dot.view(), dv, 1.0f, beta, mm);
+      }
+    });
+  }
+
   /// y[0..n) += a * x[0..n) (y and x do not overlap), in order per element: vectorises.
   static void axpy(float* __restrict y, float a, const float* __restrict x, Index n) noexcept {
     for (Index i = 0; i < n; ++i) y[i] += a * x[i];
@@ -608,7 +794,11 @@ class LlamaLoraModel {
       rope(L.q_out, T, qd, false);
       rope(L.k_out, T, kvd, false);
       lap(t0, profile_.pointwise);
-      attention_forward(L, static_cast<Index>(n));
+      if (attention_ == LoraMode::kGse) {
+        attention_forward_gse(L, l, static_cast<Index>(n));
+      } else {
+        attention_forward(L, static_cast<Index>(n));
+      }
       lap(t0, profile_.attention);
       L.o->forward(rm(attn_, T, qd), rmw(y_, T, d));
       lap(t0, profile_.linears);
@@ -691,7 +881,11 @@ class LlamaLoraModel {
       // Attention: x2 = x + wo(attn(rope(wq xn1), rope(wk xn1), wv xn1)).
       L.o->backward(rm(dx_, T, d), rmw(dattn_, T, qd));
       lap(profile_.linears);
-      attention_backward(L, windows);
+      if (attention_ == LoraMode::kGse) {
+        attention_backward_gse(L, l, windows);
+      } else {
+        attention_backward(L, windows);
+      }
       lap(profile_.attention);
       rope(dq_, T, qd, true);
       rope(dk_, T, kvd, true);
@@ -712,6 +906,7 @@ class LlamaLoraModel {
   LlamaConfig c_;
   LoraOptions options_;
   LoraMode mode_;
+  LoraMode attention_ = LoraMode::kFloat;
   std::unique_ptr<MatmulWorkspace> workspace_;  // shared by the layers; a stable address
   RopeTable rope_;
   std::vector<float> rms_final_;
@@ -728,6 +923,7 @@ class LlamaLoraModel {
   Activation act_;
   std::vector<float> xn_, attn_, hs_, y_, dx_, dxn_, tmp_, dh1_, dh3_, dhs_, dq_, dk_, dv_,
       dattn_, dxf_, attn_scratch_;
+  std::vector<GseAttentionScratch> gse_scratch_;  // one per thread slot
 };
 
 /// The llama2.c name of the model (a llama2.c checkpoint is one way to fill it).
