@@ -34,6 +34,9 @@ LEAVES = [("detail", "detail/"), ("kernels", "kernels/"), ("io", "io/")]
 LEAF_REACH = 1  # leaves may include rooms up to this index (tensor)
 RANK = {name: i for i, (name, _) in enumerate(ROOMS)}
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
+# Blocks a user opts into with a macro (detail/gemm_f32.hpp's Eigen GEMM under
+# GSQ_FLOAT_GEMM_EIGEN): their includes are the user's choice, not the header's.
+OPT_IN_RE = re.compile(r'^\s*#\s*if\s+defined\(GSQ_FLOAT_GEMM_EIGEN\)\s*$.*?^\s*#\s*endif', re.M | re.S)
 UMBRELLA_FORBIDDEN = [r"^models/", r"^eigen\.hpp$", r"^io/file\.hpp$", r"^io/checkpoint_file\.hpp$",
                       r"^<fstream>$", r"^<Eigen/"]
 
@@ -70,7 +73,7 @@ def main(argv):
     deprecated = {h for h, text in hdrs.items() if "deprecated since" in text.split("\n", 1)[0]}
     graph, std = {}, {}
     for h, text in hdrs.items():
-        incs = INCLUDE_RE.findall(text)
+        incs = INCLUDE_RE.findall(OPT_IN_RE.sub("", text))
         graph[h] = sorted(i[len("gsq/"):] for i in incs if i.startswith("gsq/"))
         std[h] = sorted("<" + i + ">" for i in incs if not i.startswith("gsq/"))
     errors = []

@@ -204,6 +204,8 @@ class LlamaLoraModel {
       for (const std::vector<float>* v : {&l.x, &l.r1, &l.q_out, &l.k_out, &l.v_out, &l.att_max,
                                           &l.att_inv, &l.x2, &l.r2, &l.h1, &l.h3})
         m.activations += v->capacity() * sizeof(float);
+      for (const GseTensor<8>* t : {&l.saved_x, &l.saved_x2, &l.saved_h1, &l.saved_h3})
+        m.activations += t->bytes();
     }
     m.activations += (xf_.capacity() + rf_.capacity() + x_last_.capacity()) * sizeof(float);
     for (const Lora* p : loras()) {
@@ -215,6 +217,8 @@ class LlamaLoraModel {
     for (const std::vector<float>* v :
          {&xn_, &attn_, &hs_, &y_, &dx_, &dxn_, &tmp_, &dh1_, &dh3_, &dhs_, &dq_, &dk_, &dv_,
           &dattn_, &dxf_})
+      m.scratch += v->capacity() * sizeof(float);
+    for (const std::vector<float>* v : {&spare_.x, &spare_.x2, &spare_.h1, &spare_.h3, &next_x_})
       m.scratch += v->capacity() * sizeof(float);
     m.scratch += workspace_->bytes() + act_.bytes();
     return m;
@@ -262,9 +266,49 @@ class LlamaLoraModel {
     std::unique_ptr<Lora> q, k, v, o, w1, w2, w3;
     std::vector<float> rms_att, rms_ffn;
     // Saved by forward: the residual entering the layer and after attention, 1 / rms of both,
-    // q and k after RoPE, v, each attention row's max and 1 / sum, the FFN's h1 and h3.
+    // q and k after RoPE, v, each attention row's max and 1 / sum, the FFN's h1 and h3.  In
+    // GSE mode x, x2, h1 and h3 are kept as GSE-INT8 (saved_*) and their float buffers pass to
+    // the next layer (swap_buffers), so one float set of them exists for the whole model.  q, k
+    // and v stay float: backward recomputes the softmax from them with the forward's row
+    // statistics, which 8-bit copies would not reproduce (a sharp row's weights then exceed 1;
+    // measured on stories260K: training diverged).
     std::vector<float> x, r1, q_out, k_out, v_out, att_max, att_inv, x2, r2, h1, h3;
+    GseTensor<8> saved_x, saved_x2, saved_h1, saved_h3;
   };
+
+  /// Whether this step keeps its saved activations as GSE-INT8 (GSE mode) or float.
+  bool packs_activations() const noexcept { return mode_ == LoraMode::kGse; }
+
+  /// Exchanges the layer's packed activations' float buffers with the model's one spare set.
+  void swap_buffers(Layer& L) noexcept {
+    std::swap(L.x, spare_.x);
+    std::swap(L.x2, spare_.x2);
+    std::swap(L.h1, spare_.h1);
+    std::swap(L.h3, spare_.h3);
+  }
+
+  /// The layer's activations after its forward, as GSE-INT8 along their rows.
+  void save_activations(Layer& L, Index T) const {
+    const QuantizeOptions q = options_.quantize();
+    const Index d = c_.dim, hid = c_.hidden_dim;
+    quantize_into(rm(L.x, T, d), Axis::kCols, L.saved_x, q);
+    quantize_into(rm(L.x2, T, d), Axis::kCols, L.saved_x2, q);
+    quantize_into(rm(L.h1, T, hid), Axis::kCols, L.saved_h1, q);
+    quantize_into(rm(L.h3, T, hid), Axis::kCols, L.saved_h3, q);
+  }
+
+  /// Back into the layer's float buffers (sized as forward left them), for its backward.
+  void restore_activations(Layer& L, Index T) {
+    const Index d = c_.dim, hid = c_.hidden_dim;
+    auto load = [](const GseTensor<8>& from, std::vector<float>& to, Index rows, Index cols) {
+      size(to, rows * cols);
+      dequantize_into(from.view(), rmw(to, rows, cols));
+    };
+    load(L.saved_x, L.x, T, d);
+    load(L.saved_x2, L.x2, T, d);
+    load(L.saved_h1, L.h1, T, hid);
+    load(L.saved_h3, L.h3, T, hid);
+  }
 
   static MatrixRef<const float> rm(const std::vector<float>& v, Index rows, Index cols) {
     return MatrixRef<const float>::row_major(v.data(), rows, cols);
@@ -773,6 +817,8 @@ class LlamaLoraModel {
     };
     Clock::time_point t0 = Clock::now();
     // Forward, keeping what backward needs.
+    const bool pack = packs_activations();
+    if (pack) swap_buffers(layers_[0]);
     std::vector<float>& x0 = layers_[0].x;
     size(x0, T * d);
     for (Index row = 0; row < T; ++row) {
@@ -782,6 +828,10 @@ class LlamaLoraModel {
     size(y_, T * d);
     for (int l = 0; l < c_.n_layers; ++l) {
       Layer& L = layers_[static_cast<std::size_t>(l)];
+      if (pack && l > 0) {
+        swap_buffers(L);
+        std::swap(L.x, next_x_);  // the previous layer's output is this one's input
+      }
       rmsnorm(L.x, L.rms_att, T, xn_, L.r1);
       size(L.q_out, T * qd);
       size(L.k_out, T * kvd);
@@ -821,10 +871,16 @@ class LlamaLoraModel {
       lap(t0, profile_.pointwise);
       L.w2->forward(rm(hs_, T, hid), rmw(y_, T, d));
       lap(t0, profile_.linears);
-      std::vector<float>& next =
-          l + 1 < c_.n_layers ? layers_[static_cast<std::size_t>(l + 1)].x : x_last_;
+      std::vector<float>& next = l + 1 == c_.n_layers ? x_last_
+                                 : pack                 ? next_x_
+                                                        : layers_[static_cast<std::size_t>(l + 1)].x;
       next = L.x2;
       add(next, y_, T, d);
+      if (pack) {
+        save_activations(L, T);
+        swap_buffers(L);
+        lap(t0, profile_.pointwise);
+      }
     }
     rmsnorm(x_last_, rms_final_, T, xf_, rf_);
     lap(t0, profile_.pointwise);
@@ -858,8 +914,14 @@ class LlamaLoraModel {
     size(dh3_, T * hid);
     size(dattn_, T * qd);
     lap(profile_.pointwise);
+    const bool pack = packs_activations();
     for (int l = c_.n_layers - 1; l >= 0; --l) {
       Layer& L = layers_[static_cast<std::size_t>(l)];
+      if (pack) {
+        swap_buffers(L);
+        restore_activations(L, T);
+        lap(profile_.pointwise);
+      }
       // FFN: x3 = x2 + w2(silu(w1 xn2) * w3 xn2).
       L.w2->backward(rm(dx_, T, d), rmw(dhs_, T, hid));
       lap(profile_.linears);
@@ -899,6 +961,7 @@ class LlamaLoraModel {
       lap(profile_.linears);
       add(dxn_, tmp_, T, d);
       rmsnorm_backward(L.x, L.rms_att, L.r1, dxn_, T, dx_);
+      if (pack) swap_buffers(L);
       lap(profile_.pointwise);
     }
   }
@@ -917,6 +980,11 @@ class LlamaLoraModel {
   LlamaStepProfile profile_;
   // Saved across forward and backward.
   std::vector<float> x_last_, xf_, rf_;
+  // In GSE mode: the one float set of the layers' big activations, and the next layer's input.
+  struct Buffers {
+    std::vector<float> x, x2, h1, h3;
+  } spare_;
+  std::vector<float> next_x_;
   std::vector<int> targets_;
   std::vector<std::uint8_t> mask_;
   // Scratch, reused every step.
