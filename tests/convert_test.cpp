@@ -12,6 +12,7 @@
 #include "catch.hpp"
 #include "gsq/nn/options.hpp"  // detail::stream_seed, the seeds of a LoRA layer's gradient streams
 #include "reference.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -551,5 +552,43 @@ TEST_CASE("dequantize rejects a destination of another shape", "[convert][errors
     FAIL("no exception");
   } catch (const std::invalid_argument& e) {
     REQUIRE(std::string(e.what()) == "dequantize: destination is 4x63 but the tensor is 4x64");
+  }
+}
+
+TEST_CASE("quantize: threads split lines, never results (non-finite lines included)",
+          "[convert]") {
+  constexpr Index kRows = 203, kCols = 1000;
+  std::vector<float> x = gsq::test::uniform_vector(kRows * kCols, 31, -3.0f, 3.0f);
+  x[5 * kCols + 7] = std::numeric_limits<float>::quiet_NaN();
+  x[150 * kCols + 999] = -std::numeric_limits<float>::infinity();
+  x[17 * kCols + 3] = 1e30f;  // a clamped neighbourhood, re-encoded after the threads
+  const auto src = MatrixRef<const float>::row_major(x.data(), kRows, kCols);
+  for (const Axis axis : {Axis::kCols, Axis::kRows}) {
+    gsq::QuantizeOptions o;
+    o.rounding = Rounding::kStochastic;
+    o.seed = 9;
+    o.non_finite = gsq::NonFinitePolicy::kZero;
+    gsq::ConversionStats s1, s3;
+    o.threads = 1;
+    const auto one = gsq::quantize<8, 32>(src, axis, o, &s1);
+    o.threads = 3;
+    const auto three = gsq::quantize<8, 32>(src, axis, o, &s3);
+    CAPTURE(gsq::to_string(axis));
+    REQUIRE(one.offset() == three.offset());
+    REQUIRE(std::memcmp(one.view().line_codes(0), three.view().line_codes(0),
+                        static_cast<std::size_t>(one.view().lines() *
+                                                 one.view().padded_length())) == 0);
+    REQUIRE(std::memcmp(one.view().line_exponents(0), three.view().line_exponents(0),
+                        static_cast<std::size_t>(one.view().lines() *
+                                                 one.view().groups_per_line())) == 0);
+    CHECK(s1.non_finite == 2);
+    CHECK(s3.non_finite == 2);
+    CHECK(s1.saturated == s3.saturated);
+    CHECK(s1.clamped_groups == s3.clamped_groups);
+    CHECK(s1.clamped_groups > 0);
+    // The first non-finite value in line order is the one reported, with any thread count.
+    o.non_finite = gsq::NonFinitePolicy::kThrow;
+    auto run = [&] { return gsq::quantize<8, 32>(src, axis, o); };
+    REQUIRE_THROWS_WITH(run(), Catch::Contains("NaN at row 5, column 7"));
   }
 }

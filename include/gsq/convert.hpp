@@ -11,6 +11,7 @@
 
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/cpu.hpp"
+#include "gsq/detail/parallel.hpp"
 #include "gsq/detail/rng.hpp"
 #include "gsq/format.hpp"
 #include "gsq/half.hpp"
@@ -34,6 +35,9 @@ struct QuantizeOptions {
   /// Kernel ISA; empty picks the best this CPU supports (conversion_isa()).  Every ISA gives
   /// bit-identical results, so this exists for tests and benchmarks.
   std::optional<Isa> isa;
+  /// Threads (OpenMP): 0 lets gsq choose (OpenMP's count for large tensors, 1 for small ones),
+  /// a positive count is used as given.  Results never depend on it.
+  int threads = 0;
 };
 
 /// What one conversion did, for the format's lossy corners (format.hpp).
@@ -187,44 +191,66 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
   std::vector<std::int16_t> quantum(static_cast<std::size_t>(view.lines() * groups));
   const Index pos_step = axis == Axis::kCols ? src.col_stride : src.row_stride;
   const bool direct = std::is_same_v<T, float> && pos_step == 1 && len == padded;
-  const Index block = direct ? 0 : std::min(view.lines(), detail::kGatherBlock);
+  const Index block = direct ? 1 : std::min(view.lines(), detail::kGatherBlock);
   // Lines of a gathered block sit one cache line further apart than their length, so that
   // writing a position across the block does not hit one cache set 16 times.
   const Index stride = padded + 16;
-  detail::AlignedVector<float> scratch(static_cast<std::size_t>((block + 1) * stride));
-  float* line_scratch = scratch.data() + block * stride;  // for one line on the slow paths
+  // Blocks of lines are independent: threads take whole blocks, each with its own scratch and
+  // counters, so the result does not depend on the split.  Non-finite lines are set aside and
+  // handled after, in order, on the calling thread (the first one is the one reported).
+  const Index blocks = (view.lines() + block - 1) / block;
+  const int threads = static_cast<int>(std::min<Index>(
+      blocks, detail::threads_for(static_cast<double>(view.lines()) * static_cast<double>(padded) *
+                                      4.0,
+                                  options.threads)));
+  const Index scratch_floats = direct ? 0 : block * stride;
+  detail::AlignedVector<float> scratch(
+      static_cast<std::size_t>(scratch_floats * std::max(threads, 1) + stride));
+  float* line_scratch = scratch.data() + scratch_floats * std::max(threads, 1);  // slow paths
+  std::vector<Index> saturated(static_cast<std::size_t>(std::max(threads, 1)), 0);
+  std::vector<std::uint8_t> non_finite(static_cast<std::size_t>(view.lines()), 0);
 
-  for (Index first = 0; first < view.lines(); first += std::max<Index>(block, 1)) {
-    const Index count = direct ? 1 : std::min(block, view.lines() - first);
-    if (!direct)
-      detail::gather_lines(src, shape, first, count, scratch.data(), stride, padded, false);
+  detail::parallel_for_slots(blocks, threads, [&](Index b, int slot) {
+    const Index first = b * block;
+    const Index count = std::min(block, view.lines() - first);
+    float* gathered = scratch.data() + slot * scratch_floats;
+    if (!direct) detail::gather_lines(src, shape, first, count, gathered, stride, padded, false);
     for (Index line = first; line < first + count; ++line) {
       const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
       std::int8_t* codes = dst.mutable_codes() + line * padded;
       std::int16_t* q = quantum.data() + line * groups;
-      const float* x = scratch.data() + (line - first) * stride;
+      const float* x = gathered + (line - first) * stride;
       if constexpr (std::is_same_v<T, float>) {
         if (direct) x = &src(shape.row_of(line, 0), shape.col_of(line, 0));
       }
-      kernels::LineResult r = kernel(x, static_cast<int>(padded), key, 0, codes, q);
-      if (!r.finite) {
-        if (options.non_finite == NonFinitePolicy::kThrow) {
-          for (Index p = 0; p < len; ++p) {
-            const Index i = shape.row_of(line, p);
-            const Index j = shape.col_of(line, p);
-            const float v = detail::widen(src(i, j));
-            GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u,
-                      "quantize: ", std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
-                      " (NonFinitePolicy::kZero encodes non-finite values as 0)");
-          }
-        }
-        st.non_finite +=
-            detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded, true);
-        r = kernel(line_scratch, static_cast<int>(padded), key, 0, codes, q);
-        GSQ_DASSERT(r.finite);
+      const kernels::LineResult r = kernel(x, static_cast<int>(padded), key, 0, codes, q);
+      if (r.finite) {
+        saturated[static_cast<std::size_t>(slot)] += r.saturated;
+      } else {
+        non_finite[static_cast<std::size_t>(line)] = 1;
       }
-      st.saturated += r.saturated;
     }
+  });
+  for (const Index n : saturated) st.saturated += n;
+  for (Index line = 0; line < view.lines(); ++line) {
+    if (non_finite[static_cast<std::size_t>(line)] == 0) continue;
+    if (options.non_finite == NonFinitePolicy::kThrow) {
+      for (Index p = 0; p < len; ++p) {
+        const Index i = shape.row_of(line, p);
+        const Index j = shape.col_of(line, p);
+        const float v = detail::widen(src(i, j));
+        GSQ_CHECK((float_bits(v) & 0x7F800000u) != 0x7F800000u,
+                  "quantize: ", std::isnan(v) ? "NaN" : "Inf", " at row ", i, ", column ", j,
+                  " (NonFinitePolicy::kZero encodes non-finite values as 0)");
+      }
+    }
+    const std::uint32_t key = detail::line_key(options.seed, static_cast<std::uint64_t>(line));
+    st.non_finite += detail::gather_lines(src, shape, line, 1, line_scratch, stride, padded, true);
+    const kernels::LineResult r =
+        kernel(line_scratch, static_cast<int>(padded), key, 0, dst.mutable_codes() + line * padded,
+               quantum.data() + line * groups);
+    GSQ_DASSERT(r.finite);
+    st.saturated += r.saturated;
   }
 
   // The offset T puts the largest group at E = 31 (format.hpp, step 2).

@@ -53,6 +53,7 @@ struct LoraOptions {
     q.rounding = rounding;
     q.seed = rounding_seed;
     q.isa = conversion_isa;
+    q.threads = matmul.threads;
     return q;
   }
 };
