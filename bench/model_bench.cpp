@@ -20,6 +20,10 @@
 //   build/release/bench/model_bench --configs stories15m --rows gse,torch --threads 1,2
 // Configs: stories260k (the real weights when ../shared/models/stories260K.bin exists),
 // stories15m, smollm2-135m (all 30 layers), tinyllama-1.1b; random weights otherwise.
+// One row alone, as the program runs each (for perf or repeated runs; FILE holds batch x
+// (seq + 1) token ids):
+//   build/release/bench/model_bench --row gse --config stories15m --one-seq 256
+//       --one-threads 1 --steps 3 --tokens FILE   (one line)
 // GCC 12 reports the undefined pass-through operand of AVX-512 intrinsics as maybe-uninitialized
 // where Eigen's AVX-512 GEMM (the float rows', enabled by -march=native) inlines them: GCC bug
 // 105593, fixed in 13.
@@ -193,7 +197,7 @@ int run_row(const Args& a) {
   const gsq::LlamaMemory mem = model->memory();
   std::printf(
       "ms=%s rss_mb=%.1f loss=%.4f linears=%.3f attention=%.3f classifier=%.3f pointwise=%.3f "
-      "optimizer=%.3f frozen_mb=%.1f activations_mb=%.1f scratch_mb=%.1f\n",
+      "optimizer=%.3f frozen_mb=%.1f activations_mb=%.1f scratch_mb=%.1f attn_padding=%.3f\n",
       [&] {
         std::string s;
         for (double m : ms) s += (s.empty() ? "" : ",") + std::to_string(m);
@@ -202,7 +206,7 @@ int run_row(const Args& a) {
           .c_str(),
       peak_rss_mb(), loss, 1e3 * p.linears / n, 1e3 * p.attention / n, 1e3 * p.classifier / n,
       1e3 * p.pointwise / n, 1e3 * opt_s / n, mem.frozen / 1048576.0, mem.activations / 1048576.0,
-      mem.scratch / 1048576.0);
+      mem.scratch / 1048576.0, model->attention_padding());
   return 0;
 }
 
@@ -348,7 +352,8 @@ int main(int argc, char** argv) {
                 for (const std::string& x : split(kv.at("ms"))) cell.ms.push_back(std::atof(x.c_str()));
                 cell.rss = std::max(cell.rss, std::atof(kv.at("rss_mb").c_str()));
                 for (const char* k : {"linears", "attention", "classifier", "pointwise",
-                                      "optimizer", "frozen_mb", "activations_mb", "scratch_mb"})
+                                      "optimizer", "frozen_mb", "activations_mb", "scratch_mb",
+                                      "attn_padding"})
                   cell.phases[k].push_back(std::atof(kv.at(k).c_str()));
               }
             }
@@ -365,6 +370,10 @@ int main(int argc, char** argv) {
           std::printf("| %s | %d | %d | %s | %.1f | %.0f | %.0f | %s |\n", name.c_str(), seq, thr,
                       r.c_str(), m, tokens / m * 1e3, cells[r].rss, ratio);
         }
+        if (cells.count("gse+attn") && !cells["gse+attn"].phases["attn_padding"].empty())
+          std::printf("|   | gse+attn computes %.2fx the useful multiply-adds of S and dP (head size "
+                      "%d padded to groups of 32) | | | | | | |\n",
+                      cells["gse+attn"].phases["attn_padding"].front(), config.head_size());
         std::fflush(stdout);
         if (gse_ms > 0) {
           auto ph = [&](const char* k) { return median(cells["gse"].phases[k]); };

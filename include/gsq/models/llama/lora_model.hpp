@@ -158,6 +158,12 @@ class LlamaLoraModel {
     attention_ = mode;
   }
   LoraMode attention() const noexcept { return attention_; }
+  /// GSE attention's multiply-adds per useful one in its along-head products (S, dP): the head
+  /// size padded to whole groups of 32, over the head size (48 -> 1.33, 64 -> 1, 8 -> 4).
+  double attention_padding() const noexcept {
+    const Index hs = c_.head_size();
+    return static_cast<double>((hs + 31) / 32 * 32) / static_cast<double>(hs);
+  }
 
   /// Mean cross-entropy of predicting tokens[t + 1] from tokens[0..t], t < T = size - 1.  With
   /// `backward`, also accumulates the adapters' gradients of that mean.
@@ -487,19 +493,20 @@ class LlamaLoraModel {
     for (Index r = 0; r < rows; ++r) q[r] = L.q_out.data() + (row0 + t0 + r) * qd + h * hs;
     rows_times(q, rows, kt, ld, hs, t0 + rows, s, ld,
                1.0f / std::sqrt(static_cast<float>(hs)));
-    for (Index r = 0; r < rows; ++r) {
-      float* sr = s + r * ld;
-      const Index n = t0 + r + 1;
-      if (compute) {
-        const float max = detail::max_f32(sr, n);
-        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max);
-        const float inv = 1.0f / detail::sum_f32(sr, n);
-        max_of[r] = max;
-        inv_of[r] = inv;
-        for (Index j = 0; j < n; ++j) sr[j] = sr[j] * inv;
-      } else {
-        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max_of[r]) * inv_of[r];
-      }
+    for (Index r = 0; r < rows; ++r)
+      causal_softmax(s + r * ld, t0 + r + 1, max_of[r], inv_of[r], compute);
+  }
+
+  /// In place over the n scores a query row sees: exp(s - max) * (1 / sum), the row's max and
+  /// 1 / sum computed and stored when `compute`, else the forward's read (backward's recompute).
+  static void causal_softmax(float* s, Index n, float& max, float& inv, bool compute) noexcept {
+    if (compute) {
+      max = detail::max_f32(s, n);
+      for (Index j = 0; j < n; ++j) s[j] = detail::exp_f32(s[j] - max);
+      inv = 1.0f / detail::sum_f32(s, n);
+      for (Index j = 0; j < n; ++j) s[j] = s[j] * inv;
+    } else {
+      for (Index j = 0; j < n; ++j) s[j] = detail::exp_f32(s[j] - max) * inv;
     }
   }
 
@@ -608,12 +615,6 @@ class LlamaLoraModel {
   // to 64: a third more multiply-adds in S and dP, reported by attention_padding()).
   // Stochastic streams are keyed by (seed, step, layer, head, window, operand).
 
-  /// Multiply-adds computed per useful one in the along-hs products (S, dP): padded / hs.
-  double attention_padding() const noexcept {
-    const Index hs = c_.head_size();
-    return static_cast<double>((hs + 31) / 32 * 32) / static_cast<double>(hs);
-  }
-
   struct GseAttentionScratch {
     GseTensor<8> qf, qt, kf, kt, vf, vt, dof, dot, pk, pq, dsk, dsq;
     std::vector<float> s, phat, dp;
@@ -651,18 +652,8 @@ class LlamaLoraModel {
     }
     for (Index t = 0; t < len; ++t) {
       float* sr = sc.s.data() + t * len;
-      const Index n = t + 1;
-      if (compute) {
-        const float max = detail::max_f32(sr, n);
-        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max);
-        const float inv = 1.0f / detail::sum_f32(sr, n);
-        max_of[t] = max;
-        inv_of[t] = inv;
-        for (Index j = 0; j < n; ++j) sr[j] = sr[j] * inv;
-      } else {
-        for (Index j = 0; j < n; ++j) sr[j] = detail::exp_f32(sr[j] - max_of[t]) * inv_of[t];
-      }
-      std::fill(sr + n, sr + len, 0.0f);
+      causal_softmax(sr, t + 1, max_of[t], inv_of[t], compute);
+      std::fill(sr + t + 1, sr + len, 0.0f);
     }
   }
 

@@ -1,6 +1,7 @@
 // ops.hpp: the float numerics of a llama block outside its linear layers (RMSNorm, RoPE, softmax,
-// SiLU, cross-entropy, their backward passes), one definition for inference (runner.hpp) and
-// training (lora_model.hpp).
+// SiLU, cross-entropy) as llama2.c's run.c computes them, for the fp32 runner (runner.hpp).  The
+// training model (lora_model.hpp) has its own, in a fixed vectorisable order with gsq's own
+// exp (detail/vmath.hpp), so that it is bit-identical across ISAs.
 #pragma once
 
 #include <algorithm>
@@ -11,8 +12,7 @@
 namespace gsq::llama {
 
 // Every function is plain float (or, where noted, double) arithmetic in a fixed order, the order
-// of llama2.c's run.c, so that the runner reproduces llama2.c and the training model computes
-// what the runner computes on the same weights.
+// of llama2.c's run.c, so that the runner reproduces llama2.c.
 
 /// out = W x for W (rows x cols, any strides): one float sum per row, in order.
 inline void matvec(float* out, const float* x, MatrixRef<const float> w) noexcept {
@@ -24,22 +24,13 @@ inline void matvec(float* out, const float* x, MatrixRef<const float> w) noexcep
 }
 
 /// out = weight * x / rms(x), rms(x) = sqrt(mean(x^2) + 1e-5), over n values (out may be x).
-/// Returns 1 / rms(x), which rmsnorm_backward needs.
+/// Returns 1 / rms(x).
 inline float rmsnorm(float* out, const float* x, const float* weight, Index n) noexcept {
   float ss = 0.0f;
   for (Index j = 0; j < n; ++j) ss += x[j] * x[j];
   const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + 1e-5f);
   for (Index j = 0; j < n; ++j) out[j] = weight[j] * (inv * x[j]);
   return inv;
-}
-
-/// dx += (d rmsnorm / dx)^T dy for the row x that rmsnorm normalised with 1 / rms = inv.
-inline void rmsnorm_backward(float* dx, const float* x, const float* weight, float inv,
-                             const float* dy, Index n) noexcept {
-  float dot = 0.0f;
-  for (Index i = 0; i < n; ++i) dot += weight[i] * dy[i] * x[i];
-  const float k = inv * inv * inv * dot / static_cast<float>(n);
-  for (Index i = 0; i < n; ++i) dx[i] += inv * weight[i] * dy[i] - k * x[i];
 }
 
 /// Rotates each pair (2i, 2i+1) of each head of vec (width values, heads of head_size) by the
@@ -80,13 +71,6 @@ inline float silu(float x) noexcept { return x * sigmoid(x); }
 /// (a division, not a multiplication by the rounded reciprocal).
 inline float attention_score(float dot, int head_size) noexcept {
   return dot / std::sqrt(static_cast<float>(head_size));
-}
-
-/// The backward pass of the SwiGLU gate h = silu(a) * b: from dh, da and db.
-inline void swiglu_backward(float a, float b, float dh, float& da, float& db) noexcept {
-  const float sig = sigmoid(a);
-  db = dh * a * sig;
-  da = dh * b * sig * (1.0f + a * (1.0f - sig));
 }
 
 /// The normaliser of a softmax over a row of logits, in double: the row's largest logit and the
