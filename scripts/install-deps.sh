@@ -7,9 +7,11 @@
 # Through apt-get, with sudo when not root. ./run.sh calls it first; it may also be run alone.
 set -euo pipefail
 
-# The release build: compilers, CMake, Eigen (interop tests), Catch2, Google Benchmark and
-# OpenBLAS (the benchmarks' float baseline).
-BUILD_PACKAGES=(build-essential cmake libeigen3-dev catch2 libbenchmark-dev libopenblas-dev)
+# The release build: compilers, CMake, Eigen (interop tests), Catch2, Google Benchmark,
+# OpenBLAS (the benchmarks' float baseline), and the model component's libraries: nlohmann/json,
+# PCRE2 and SentencePiece (cmake/GsqModelDeps.cmake).
+BUILD_PACKAGES=(build-essential cmake libeigen3-dev catch2 libbenchmark-dev libopenblas-dev
+                nlohmann-json3-dev libpcre2-dev libsentencepiece-dev)
 # The rest of the matrix: Clang with its sanitizer and libFuzzer runtimes and OpenMP, the aarch64
 # cross compiler and qemu-aarch64 to run what it builds.
 MATRIX_PACKAGES=(clang libclang-rt-dev libomp-dev g++-aarch64-linux-gnu qemu-user)
