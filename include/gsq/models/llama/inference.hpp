@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -20,6 +21,7 @@
 #include "gsq/matmul.hpp"
 #include "gsq/models/llama/config.hpp"
 #include "gsq/models/llama/source.hpp"
+#include "gsq/models/tokenizer/tokenizer.hpp"
 #include "gsq/nn/frozen_base.hpp"
 
 namespace gsq {
@@ -364,6 +366,21 @@ class LlamaRunner {
   MatmulOptions matmul_;
 };
 
+/// About how many bytes LlamaRunner holds for config c's frozen weights in GSE mode: the seven
+/// linears of each layer at weight_bits, embedding and classifier at 8 bits, each value with its
+/// share of a 5-bit exponent per group of 32 (padding to whole groups and words ignored), and the
+/// norms in float.
+inline std::int64_t estimated_gse_bytes(const LlamaConfig& c, int weight_bits) {
+  const double per_value = 5.0 / 32.0;
+  const double d = c.dim, v = c.vocab_size;
+  const double linears = static_cast<double>(c.n_layers) *
+                         (d * c.q_dim() * 2 + d * c.kv_dim() * 2 + 3.0 * d * c.hidden_dim);
+  const double tables = 2 * v * d;  // the embedding, and the classifier (a copy when tied)
+  const double bits = linears * (weight_bits + per_value) + tables * (8 + per_value);
+  const double norms = (2.0 * c.n_layers + 1) * d * 4;
+  return static_cast<std::int64_t>(bits / 8 + norms);
+}
+
 /// Sampling settings: temperature 0 is greedy (the first of the largest logits).
 struct SamplerOptions {
   float temperature = 1.0f;
@@ -448,5 +465,33 @@ class Sampler {
   std::vector<float> probs_;
   std::vector<int> order_;
 };
+
+/// Generation as llama2.c's run.c does it: the prompt's tokens (BOS first) are fed one per
+/// position, then each next token is sampled, for `steps` positions in all (prompt included)
+/// or until the model produces BOS or EOS.  Each new token's text (token_to_text after the
+/// previous token) goes to on_text, except a lone byte that is neither printable nor white
+/// space (run.c's safe_printf).  Returns the positions run.
+template <typename OnText>
+int generate(LlamaRunner& runner, const TextTokenizer& tokenizer, const std::vector<int>& prompt,
+             int steps, Sampler& sampler, OnText&& on_text) {
+  GSQ_CHECK(!prompt.empty(), "generate: the prompt has no tokens (not even BOS)");
+  GSQ_CHECK(steps >= 1 && steps <= runner.context(), "generate: steps ", steps,
+            " is outside [1, context = ", runner.context(), "]");
+  int token = prompt[0], pos = 0;
+  while (pos < steps) {
+    const std::vector<float>& logits = runner.forward(token, pos);
+    const int next = pos + 1 < static_cast<int>(prompt.size())
+                         ? prompt[static_cast<std::size_t>(pos) + 1]
+                         : sampler.sample(logits);
+    ++pos;
+    if (next == tokenizer.bos() || next == tokenizer.eos()) break;
+    const std::string text = tokenizer.token_to_text(token, next);
+    const bool stray = text.size() == 1 && !(std::isprint(static_cast<unsigned char>(text[0])) ||
+                                             std::isspace(static_cast<unsigned char>(text[0])));
+    if (!text.empty() && !stray) on_text(text);
+    token = next;
+  }
+  return pos;
+}
 
 }  // namespace gsq
