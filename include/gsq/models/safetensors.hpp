@@ -292,10 +292,10 @@ class File {
   static std::uint64_t header_length(const std::uint8_t* prefix, std::uint64_t file_size,
                                      const std::string& label) {
     const std::uint64_t n = gsq::detail::load_le(prefix, 8);
-    GSQ_CHECK(n <= file_size - 8, "safetensors: '", label, "': header length ", n,
-              " runs past the end of the file (", file_size - 8, " bytes follow it)");
     GSQ_CHECK(n <= kMaxHeaderBytes, "safetensors: '", label, "': header length ", n,
               " exceeds the ", kMaxHeaderBytes, "-byte limit");
+    GSQ_CHECK(n <= file_size - 8, "safetensors: '", label, "': header length ", n,
+              " runs past the end of the file (", file_size - 8, " bytes follow it)");
     return n;
   }
 

@@ -85,7 +85,8 @@ inline int hf_int(const nlohmann::json& j, const char* key, const int* fallback 
             v->type_name(), " (", v->dump(), ")");
   const bool fits = v->is_number_unsigned()
                         ? v->get<std::uint64_t>() <= std::uint64_t{std::numeric_limits<int>::max()}
-                        : v->get<std::int64_t>() >= std::numeric_limits<int>::min();
+                        : v->get<std::int64_t>() >= std::numeric_limits<int>::min() &&
+                              v->get<std::int64_t>() <= std::numeric_limits<int>::max();
   GSQ_CHECK(fits, "hf config: '", where, key, "' = ", v->dump(), " does not fit in an int");
   return v->get<int>();
 }
