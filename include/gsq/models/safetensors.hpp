@@ -565,9 +565,10 @@ inline std::vector<std::uint8_t> serialize(const std::vector<TensorData>& tensor
               "safetensors: serialize: tensor name '", t.name, "' is reserved or repeated");
     std::uint64_t elements = 1;
     for (const std::int64_t d : t.shape) {
-      GSQ_CHECK(d >= 0, "safetensors: serialize: tensor '", t.name, "' has shape ",
-                shape_string(t.shape));
-      elements *= static_cast<std::uint64_t>(d);
+      const auto dim = static_cast<std::uint64_t>(d);
+      GSQ_CHECK(d >= 0 && (dim == 0 || elements <= (std::uint64_t{1} << 62) / dim),
+                "safetensors: serialize: tensor '", t.name, "' has shape ", shape_string(t.shape));
+      elements *= dim;
     }
     GSQ_CHECK(elements * static_cast<std::uint64_t>(dtype_size(t.dtype)) == t.bytes.size(),
               "safetensors: serialize: tensor '", t.name, "' of shape ", shape_string(t.shape),
