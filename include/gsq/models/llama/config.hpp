@@ -39,6 +39,11 @@ struct LlamaConfig {
   int seq_len = 0;  ///< the longest window the RoPE table covers
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  /// Per-pair RoPE frequency divisors (GGUF's rope_freqs.weight, how llama.cpp stores Llama-3.x
+  /// scaling): pair i turns at frequency theta^(-2i / head_size) / rope_freq_factors[i].  Empty
+  /// means none; otherwise head_size() / 2 finite values > 0.  Applied after rope_scaling
+  /// (a file normally carries one or the other).
+  std::vector<float> rope_freq_factors;
   float norm_eps = 1e-5f;       ///< RMSNorm's epsilon
   bool tied_classifier = true;  ///< the classifier is the token embedding
 
@@ -78,6 +83,15 @@ struct LlamaConfig {
               rope_theta, " must be finite and > 1");
     GSQ_CHECK(std::isfinite(norm_eps) && norm_eps > 0.0f, "llama config: norm_eps ", norm_eps,
               " must be finite and positive");
+    if (!rope_freq_factors.empty()) {
+      GSQ_CHECK(rope_freq_factors.size() == static_cast<std::size_t>(head_size() / 2),
+                "llama config: rope_freq_factors has ", rope_freq_factors.size(),
+                " values, head size ", head_size(), " needs ", head_size() / 2);
+      for (std::size_t i = 0; i < rope_freq_factors.size(); ++i)
+        GSQ_CHECK(std::isfinite(rope_freq_factors[i]) && rope_freq_factors[i] > 0.0f,
+                  "llama config: rope_freq_factors[", i, "] = ", rope_freq_factors[i],
+                  " must be finite and > 0");
+    }
     if (rope_scaling.enabled()) {
       GSQ_CHECK(std::isfinite(rope_scaling.factor) && rope_scaling.factor <= 1024 &&
                     rope_scaling.low_freq_factor > 0 &&
@@ -129,7 +143,8 @@ struct LlamaConfig {
 
 /// The RoPE rotation of every position and pair, as float cos and sin: pair i of a head
 /// (values 2i and 2i + 1, Meta's interleaved layout, which llama2.c and GGUF keep) at position
-/// p turns by p * theta^(-2i / head_size), with Llama-3 scaling applied to the frequency.
+/// p turns by p * theta^(-2i / head_size), with Llama-3 scaling applied to the frequency and
+/// then divided by rope_freq_factors[i] when the config has them.
 /// Computed once in double by gsq's own functions (vmath.hpp) and rounded to float, so every
 /// CPU gets the same table.
 class RopeTable {
@@ -143,6 +158,9 @@ class RopeTable {
       double f = detail::exp_f64(-log_theta * static_cast<double>(2 * i) /
                                  static_cast<double>(c.head_size()));
       if (c.rope_scaling.enabled()) f = scaled(f, c.rope_scaling);
+      // Without factors nothing changes (no division by 1.0 either, so tables stay the same).
+      if (!c.rope_freq_factors.empty() && static_cast<std::size_t>(i) < c.rope_freq_factors.size())
+        f /= static_cast<double>(c.rope_freq_factors[static_cast<std::size_t>(i)]);
       freq[static_cast<std::size_t>(i)] = f;
     }
     cos_.resize(static_cast<std::size_t>(positions) * static_cast<std::size_t>(pairs_));
