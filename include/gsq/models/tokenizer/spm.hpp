@@ -23,8 +23,9 @@ namespace gsq {
 /// characters, and the adjacent pair whose concatenation is a token of highest score (ties: the
 /// leftmost) is merged until no pair is a token.  Each final piece is its token, or else its
 /// bytes as <0xNN> tokens (or the one-byte token, or UNK, in that order of preference).
-/// Invalid UTF-8 is cut at byte boundaries and so goes through the byte fallback unchanged:
-/// decode() gives the same bytes back.  Cost: O(n log n) in the length of a fragment.
+/// Invalid UTF-8 is cut into single bytes (llama.cpp cuts it by the length its lead byte claims;
+/// the ids differ only there), so it goes through the byte fallback unchanged and decode() gives
+/// the same bytes back.  Cost: O(n log n) in the length of a fragment.
 class SpmTokenizer final : public TextTokenizer {
  public:
   explicit SpmTokenizer(TextVocab vocab) : vocab_(std::move(vocab)) {
@@ -161,9 +162,11 @@ class SpmTokenizer final : public TextTokenizer {
   void encode_fragment(const std::string& text, std::vector<int>& out) const {
     std::vector<Symbol> sym;
     for (std::size_t at = 0; at < text.size();) {
-      const std::size_t n =
-          std::min(tokenizer_detail::utf8_len(static_cast<unsigned char>(text[at])),
-                   text.size() - at);
+      // A UTF-8 character, or one byte of an invalid sequence (llama.cpp would take the
+      // length its lead byte claims and could swallow the "▁" of a following space).
+      std::uint32_t cp = 0;
+      const std::size_t valid = tokenizer_detail::decode_utf8(text, at, cp);
+      const std::size_t n = valid > 0 ? valid : 1;
       const int i = static_cast<int>(sym.size());
       sym.push_back({i - 1, at + n == text.size() ? -1 : i + 1, at, n});
       at += n;
