@@ -107,8 +107,8 @@ void put_u64(Bytes& b, std::size_t at, std::uint64_t v) {
 }  // namespace
 
 TEST_CASE("gguf: decoders match llama.cpp's reference values bit for bit", "[gguf]") {
-  const char* files[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m",
-                         "q5_k_m", "q6_k"};
+  const char* files[] = {"f16",  "bf16", "q8_0",   "q4_0",   "q4_1",
+                         "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k"};
   if (gsq::test::model_path("quant-ref/rand256-q4_0.json").empty())
     GSQ_SKIP("../shared/models/quant-ref is absent");
   int checked = 0;
@@ -155,14 +155,14 @@ TEST_CASE("gguf: every quantized file decodes close to the F32 one", "[gguf]") {
   // Bounds relative to the tensor's largest magnitude (sigma 0.02, so about 0.1): a wrong
   // nibble order or scale is off by far more.
   const std::pair<const char*, double> files[] = {
-      {"f16", 1e-3}, {"bf16", 1e-2}, {"q8_0", 1e-2}, {"q4_0", 0.15}, {"q4_1", 0.1},
+      {"f16", 1e-3},  {"bf16", 1e-2}, {"q8_0", 1e-2},  {"q4_0", 0.15},   {"q4_1", 0.1},
       {"q5_0", 0.07}, {"q5_1", 0.05}, {"q4_k_m", 0.1}, {"q5_k_m", 0.06}, {"q6_k", 0.03}};
   for (const auto& [name, bound] : files) {
     INFO(name);
     const gsq::GgufLlamaSource q(gsq::test::model_path(std::string("rand256-") + name + ".gguf"));
     CHECK(q.config().dim == 256);
-    for (const gsq::LlamaTensor t : {gsq::LlamaTensor::kWq, gsq::LlamaTensor::kW2,
-                                     gsq::LlamaTensor::kTokenEmbedding}) {
+    for (const gsq::LlamaTensor t :
+         {gsq::LlamaTensor::kWq, gsq::LlamaTensor::kW2, gsq::LlamaTensor::kTokenEmbedding}) {
       std::vector<float> a, b;
       ref.read(t, 1, a);
       q.read(t, 1, b);
@@ -193,8 +193,9 @@ TEST_CASE("gguf: stories260K.gguf equals stories260K.bin", "[gguf]") {
   CHECK(f.at("llama.context_length").as_uint() == 128);
   CHECK(f.find("no.such.key") == nullptr);
   CHECK(error_of([&] { (void)f.at("no.such.key"); }) == "gguf: key 'no.such.key' is missing");
-  CHECK(error_of([&] { (void)f.at("general.name").as_uint(); })
-            .find("gguf: key 'general.name' is a string, not an integer") == 0);
+  CHECK(error_of([&] {
+          (void)f.at("general.name").as_uint();
+        }).find("gguf: key 'general.name' is a string, not an integer") == 0);
 
   const gsq::LlamaConfig& c = src.config();
   CHECK(c.dim == 64);
@@ -222,8 +223,8 @@ TEST_CASE("gguf: stories260K.gguf equals stories260K.bin", "[gguf]") {
     ++compared;
   }
   for (int l = 0; l < c.n_layers; ++l) {
-    for (const T t : {T::kRmsAtt, T::kWq, T::kWk, T::kWv, T::kWo, T::kRmsFfn, T::kW1, T::kW2,
-                      T::kW3}) {
+    for (const T t :
+         {T::kRmsAtt, T::kWq, T::kWk, T::kWv, T::kWo, T::kRmsFfn, T::kW1, T::kW2, T::kW3}) {
       INFO(gsq::to_string(t) << " layer " << l);
       std::vector<float> a, b;
       src.read(t, l, a);
@@ -308,7 +309,9 @@ TEST_CASE("gguf: writer round trip", "[gguf]") {
         }
         // Q4_0 steps are amax / 8 (error <= half a step plus fp16 scale rounding), Q8_0 amax / 127.
         // (Q4_0 codes reach +8 d on the side of the largest magnitude but only -7 d on the other).
-        const double bound = type == GgmlType::kQ4_0 ? 0.126 : type == GgmlType::kQ8_0 ? 0.005 : 0.004;
+        const double bound = type == GgmlType::kQ4_0   ? 0.126
+                             : type == GgmlType::kQ8_0 ? 0.005
+                                                       : 0.004;
         CHECK(err <= bound * amax);
       }
     }
@@ -336,10 +339,12 @@ TEST_CASE("gguf: writer round trip", "[gguf]") {
   GgufWriter w;
   w.add_uint8("k", 1);
   CHECK(error_of([&] { w.add_string("k", "again"); }) == "gguf writer: duplicate key 'k'");
-  CHECK(error_of([&] { w.add_tensor("q", GgmlType::kQ8_0, {16}, std::vector<float>(16)); })
-            .find("not a multiple of the Q8_0 block") != std::string::npos);
-  CHECK(error_of([&] { w.add_tensor("n", GgmlType::kQ4_0, {32}, std::vector<float>(32, NAN)); })
-            .empty());  // rows are encoded at write time
+  CHECK(error_of([&] {
+          w.add_tensor("q", GgmlType::kQ8_0, {16}, std::vector<float>(16));
+        }).find("not a multiple of the Q8_0 block") != std::string::npos);
+  CHECK(error_of([&] {
+          w.add_tensor("n", GgmlType::kQ4_0, {32}, std::vector<float>(32, NAN));
+        }).empty());  // rows are encoded at write time
   CHECK(error_of([&] { (void)w.serialize(); }).find("quantized types need finite values") !=
         std::string::npos);
 }
@@ -464,13 +469,12 @@ TEST_CASE("gguf: hostile images are rejected with a clear message", "[gguf]") {
       put_u32(payload, 0, a);
       w.add_raw_value("general.alignment", 4, payload);
       const Bytes b = w.serialize();
-      CHECK(parse_error(b) == "gguf: general.alignment " + std::to_string(a) +
-                                  " is not a power of two in [1, 2^30]");
+      CHECK(parse_error(b) ==
+            "gguf: general.alignment " + std::to_string(a) + " is not a power of two in [1, 2^30]");
     }
     GgufWriter w;
     w.add_raw_value("general.alignment", 8, {1, 0, 0, 0, 0, 0, 0, 0, 'x'});
-    CHECK(parse_error(w.serialize()) ==
-          "gguf: general.alignment is a string, not an integer");
+    CHECK(parse_error(w.serialize()) == "gguf: general.alignment is a string, not an integer");
   }
   SECTION("tensor entries") {
     const std::size_t a = tensor_field(good, "a.f32");  // n_dims 2, ne 5 3, type, offset
@@ -540,7 +544,8 @@ TEST_CASE("gguf: hostile images are rejected with a clear message", "[gguf]") {
     CHECK(error_of([&] { (void)f.at("n").ints(); }) ==
           "gguf: key 'n' is an array of array, not an array of integers");
     CHECK(parse_error(nested(9, 4)) == "gguf: key 'n' nests arrays more than 8 deep");
-    CHECK(parse_error(nested(2, std::uint64_t{1} << 62)).find("gguf: key 'n' nests an array of") == 0);
+    CHECK(parse_error(nested(2, std::uint64_t{1} << 62)).find("gguf: key 'n' nests an array of") ==
+          0);
   }
   SECTION("an unsupported type is read as an error naming tensor and type") {
     GgufWriter w;
@@ -548,8 +553,9 @@ TEST_CASE("gguf: hostile images are rejected with a clear message", "[gguf]") {
     const Bytes b = w.serialize();
     const GgufFile f = GgufFile::parse(b.data(), b.size());
     std::vector<float> out;
-    CHECK(error_of([&] { f.read_f32(f.tensor("blk.0.attn_q.weight"), out); })
-              .find("gguf: tensor 'blk.0.attn_q.weight' has type Q2_K, which gsq cannot decode") ==
+    CHECK(error_of([&] {
+            f.read_f32(f.tensor("blk.0.attn_q.weight"), out);
+          }).find("gguf: tensor 'blk.0.attn_q.weight' has type Q2_K, which gsq cannot decode") ==
           0);
     CHECK(error_of([&] { (void)f.tensor("nope"); }) == "gguf: tensor 'nope' is missing");
     CHECK(std::string(gsq::gguf::to_string(static_cast<GgmlType>(37))) == "type 37");
@@ -589,12 +595,11 @@ Bytes tiny_llama(const gsq::LlamaConfig& c, const std::function<void(GgufWriter&
   add("output_norm.weight", T::kRmsFinal, 0);
   if (!c.tied_classifier) add("output.weight", T::kClassifier, 0);
   const std::pair<const char*, T> layer[] = {
-      {"attn_norm", T::kRmsAtt}, {"attn_q", T::kWq},   {"attn_k", T::kWk},
+      {"attn_norm", T::kRmsAtt}, {"attn_q", T::kWq},      {"attn_k", T::kWk},
       {"attn_v", T::kWv},        {"attn_output", T::kWo}, {"ffn_norm", T::kRmsFfn},
-      {"ffn_gate", T::kW1},      {"ffn_down", T::kW2}, {"ffn_up", T::kW3}};
+      {"ffn_gate", T::kW1},      {"ffn_down", T::kW2},    {"ffn_up", T::kW3}};
   for (int l = 0; l < c.n_layers; ++l)
-    for (const auto& [n, t] : layer)
-      add("blk." + std::to_string(l) + "." + n + ".weight", t, l);
+    for (const auto& [n, t] : layer) add("blk." + std::to_string(l) + "." + n + ".weight", t, l);
   return w.serialize();
 }
 
@@ -636,8 +641,7 @@ TEST_CASE("gguf: GgufLlamaSource serves every tensor and checks every shape", "[
         std::vector<float> a, want;
         s.read(t, l, a);
         ref.read(tied && t == T::kClassifier ? T::kTokenEmbedding : t,
-                 t == T::kTokenEmbedding || t == T::kClassifier || t == T::kRmsFinal ? 0 : l,
-                 want);
+                 t == T::kTokenEmbedding || t == T::kClassifier || t == T::kRmsFinal ? 0 : l, want);
         CHECK(same_bits(a, want));
       }
     }
@@ -657,25 +661,29 @@ TEST_CASE("gguf: GgufLlamaSource serves every tensor and checks every shape", "[
         "gguf: tensor 'blk.0.ffn_gate.weight' has shape [16, 32], expected [16, 24] (w1)");
   Bytes arch = b;
   std::memcpy(&arch[tensor_field(b, "general.architecture") + 12], "LLAMA", 5);
-  CHECK(source_error(arch) == "gguf: general.architecture is 'LLAMA', gsq reads only 'llama' models");
+  CHECK(source_error(arch) ==
+        "gguf: general.architecture is 'LLAMA', gsq reads only 'llama' models");
   CHECK(source_error(tiny_llama(c, [](GgufWriter& w) { w.add_uint32("llama.vocab_size", 11); })) ==
         "gguf: the vocabulary has 11 tokens but token_embd.weight has 10 rows");
   CHECK(source_error(tiny_llama(c, [](GgufWriter& w) {
           w.add_strings("tokenizer.ggml.tokens", {"a", "b"});
         })) == "gguf: the vocabulary has 2 tokens but token_embd.weight has 10 rows");
-  CHECK(source_error(tiny_llama(c, [](GgufWriter& w) {
-          w.add_uint32("llama.rope.dimension_count", 2);
-        })) == "gguf: llama.rope.dimension_count 2 differs from the head size 4 (partial RoPE is "
-               "not supported)");
+  CHECK(source_error(
+            tiny_llama(c, [](GgufWriter& w) { w.add_uint32("llama.rope.dimension_count", 2); })) ==
+        "gguf: llama.rope.dimension_count 2 differs from the head size 4 (partial RoPE is "
+        "not supported)");
   Bytes kv = tiny_llama(c);
   put_u32(kv, tensor_field(kv, "llama.attention.head_count_kv") + 4, 3);
   CHECK(source_error(kv) == "llama config: n_kv_heads 3 does not divide n_heads 4");
   Bytes layers = tiny_llama(c);
   put_u32(layers, tensor_field(layers, "llama.block_count") + 4, 0);
   CHECK(source_error(layers) == "gguf: key 'llama.block_count' = 0 is outside [1, 1024]");
-  CHECK(source_error(tiny_llama(c, [](GgufWriter& w) {
-          w.add_raw_tensor("blk.0.attn_q.weight", GgmlType::kQ2_K, {256, 1}, Bytes(84));
-        }, "blk.0.attn_q.weight")) ==
+  CHECK(source_error(tiny_llama(
+            c,
+            [](GgufWriter& w) {
+              w.add_raw_tensor("blk.0.attn_q.weight", GgmlType::kQ2_K, {256, 1}, Bytes(84));
+            },
+            "blk.0.attn_q.weight")) ==
         "gguf: tensor 'blk.0.attn_q.weight' has shape [256], expected [16, 16] (wq)");
 }
 
@@ -690,7 +698,7 @@ TEST_CASE("gguf: rope_freqs.weight divides the RoPE frequencies", "[gguf]") {
   plain.rope_freq_factors.clear();
   const gsq::RopeTable with(s.config(), 16), without(plain, 16);
   for (int p = 0; p < 8; ++p) {
-    CHECK(with.cos(p)[0] == without.cos(p)[0]);  // factor 1: the same frequency
+    CHECK(with.cos(p)[0] == without.cos(p)[0]);      // factor 1: the same frequency
     CHECK(with.cos(2 * p)[1] == without.cos(p)[1]);  // factor 2: half the frequency, exactly
     CHECK(with.sin(2 * p)[1] == without.sin(p)[1]);
   }

@@ -24,9 +24,7 @@
 
 namespace {
 
-bool starts_with(const char* s, const char* prefix) {
-  return std::string(s).rfind(prefix, 0) == 0;
-}
+bool starts_with(const char* s, const char* prefix) { return std::string(s).rfind(prefix, 0) == 0; }
 
 /// Runs f; an std::invalid_argument must start with one of the prefixes (p2 may be null).
 template <typename F>
@@ -77,9 +75,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   std::vector<float> out;
   for (const gsq::gguf::TensorInfo& t : f.tensors()) {
-    GSQ_FUZZ_EXPECT(t.offset + t.bytes <= size && t.offset >= f.data_offset() &&
-                        t.offset % f.alignment() == 0,
-                    "accepted a tensor outside the data section");
+    GSQ_FUZZ_EXPECT(
+        t.offset + t.bytes <= size && t.offset >= f.data_offset() && t.offset % f.alignment() == 0,
+        "accepted a tensor outside the data section");
     GSQ_FUZZ_EXPECT(f.find_tensor(t.name) == &t, "find_tensor() does not return the tensor");
     if (!gsq::gguf::is_supported(t.type)) {
       std::string error;
@@ -96,10 +94,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     GSQ_FUZZ_EXPECT(out.size() == static_cast<std::size_t>(t.elements()),
                     "read_f32 gave the wrong count");
   }
-  expect_clean([&] { (void)gsq::llama_config(f); }, "gguf: ", "llama config: ",
-               "llama_config threw something else");
-  expect_clean([&] { gsq::GgufLlamaSource s(f); }, "gguf: ", "llama config: ",
-               "GgufLlamaSource threw something else");
+  expect_clean([&] { (void)gsq::llama_config(f); },
+               "gguf: ", "llama config: ", "llama_config threw something else");
+  expect_clean([&] { gsq::GgufLlamaSource s(f); },
+               "gguf: ", "llama config: ", "GgufLlamaSource threw something else");
   return 0;
 }
 
@@ -171,9 +169,8 @@ int main(int argc, char** argv) {
   {  // version 2, nested arrays
     GgufWriter w(32, 2);
     std::vector<std::uint8_t> nested = {8, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,  // 2 arrays
-                                        4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0,
-                                        8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0,
-                                        0, 0, 0, 'z'};
+                                        4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 8, 0,  0,
+                                        0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 'z'};
     nested[0] = 9;  // element type: array
     w.add_raw_value("nested", 9, nested);
     w.add_string("general.name", "v2");

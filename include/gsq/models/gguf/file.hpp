@@ -44,9 +44,9 @@ enum class ValueType : std::uint32_t {
 
 /// "uint8", ..., "float64"; "unknown" for an id outside the enum.
 inline const char* to_string(ValueType t) noexcept {
-  constexpr const char* kNames[] = {"uint8", "int8",   "uint16", "int16",  "uint32",
-                                    "int32", "float32", "bool",  "string", "array",
-                                    "uint64", "int64", "float64"};
+  constexpr const char* kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                    "int32",  "float32", "bool",   "string", "array",
+                                    "uint64", "int64",   "float64"};
   const auto i = static_cast<std::uint32_t>(t);
   return i < 13 ? kNames[i] : "unknown";
 }
@@ -139,8 +139,7 @@ class Value {
     GSQ_CHECK(detail::is_integer(type_), "gguf: key '", key_, "' is ", describe(),
               ", not an integer");
     GSQ_CHECK(!detail::is_signed(type_) || static_cast<std::int64_t>(scalar_.bits) >= 0,
-              "gguf: key '", key_, "' is negative (", static_cast<std::int64_t>(scalar_.bits),
-              ")");
+              "gguf: key '", key_, "' is negative (", static_cast<std::int64_t>(scalar_.bits), ")");
     return scalar_.bits;
   }
   /// Any integer type whose value fits in int64.
@@ -160,14 +159,13 @@ class Value {
                                     : static_cast<double>(scalar_.bits);
   }
   bool as_bool() const {
-    GSQ_CHECK(type_ == ValueType::kBool, "gguf: key '", key_, "' is ", describe(),
-              ", not a bool");
+    GSQ_CHECK(type_ == ValueType::kBool, "gguf: key '", key_, "' is ", describe(), ", not a bool");
     return scalar_.bits != 0;
   }
   /// An array of strings.
   const std::vector<std::string>& strings() const {
-    GSQ_CHECK(is_array() && elem_ == ValueType::kString, "gguf: key '", key_, "' is ",
-              describe(), ", not an array of strings");
+    GSQ_CHECK(is_array() && elem_ == ValueType::kString, "gguf: key '", key_, "' is ", describe(),
+              ", not an array of strings");
     return strs_;
   }
   /// An array of float32, float64 or integers, each rounded to float.
@@ -190,14 +188,14 @@ class Value {
   }
   /// An array of integers, each of which fits in int64.
   std::vector<std::int64_t> ints() const {
-    GSQ_CHECK(is_array() && detail::is_integer(elem_), "gguf: key '", key_, "' is ",
-              describe(), ", not an array of integers");
+    GSQ_CHECK(is_array() && detail::is_integer(elem_), "gguf: key '", key_, "' is ", describe(),
+              ", not an array of integers");
     std::vector<std::int64_t> out(static_cast<std::size_t>(count_));
     const int w = detail::scalar_bytes(elem_);
     for (std::size_t i = 0; i < out.size(); ++i) {
       const detail::Scalar s = detail::load_scalar(elem_, raw_.data() + i * w);
-      GSQ_CHECK(detail::is_signed(elem_) || s.bits <= kInt64Max, "gguf: key '", key_,
-                "' element ", i, " = ", s.bits, " does not fit in int64");
+      GSQ_CHECK(detail::is_signed(elem_) || s.bits <= kInt64Max, "gguf: key '", key_, "' element ",
+                i, " = ", s.bits, " does not fit in int64");
       out[i] = static_cast<std::int64_t>(s.bits);
     }
     return out;
@@ -225,15 +223,15 @@ class Value {
   std::uint64_t count_ = 0;             // arrays
   detail::Scalar scalar_;
   std::string str_;
-  std::vector<std::string> strs_;   // arrays of strings
-  std::vector<std::uint8_t> raw_;   // arrays of numbers and bools, little-endian as stored
+  std::vector<std::string> strs_;  // arrays of strings
+  std::vector<std::uint8_t> raw_;  // arrays of numbers and bools, little-endian as stored
 };
 
 /// One entry of the tensor directory.
 struct TensorInfo {
   std::string name;
   GgmlType type = GgmlType::kF32;
-  int n_dims = 1;                            ///< 1..4
+  int n_dims = 1;                              ///< 1..4
   std::array<std::int64_t, 4> ne{1, 1, 1, 1};  ///< ggml order, fastest first; unused dims are 1
   std::int64_t elements() const noexcept { return ne[0] * ne[1] * ne[2] * ne[3]; }
   std::uint64_t offset = 0;  ///< absolute byte offset in the file
@@ -352,9 +350,8 @@ class GgufInput {
       const int w = scalar_bytes(v.elem_);
       if (v.elem_ == ValueType::kString) {
         // Each string takes at least its 8-byte length.
-        GSQ_CHECK(v.count_ <= remaining() / 8, "gguf: key '", key, "' is an array of ",
-                  v.count_, " strings, more than the ", remaining(),
-                  " bytes left in the file can hold");
+        GSQ_CHECK(v.count_ <= remaining() / 8, "gguf: key '", key, "' is an array of ", v.count_,
+                  " strings, more than the ", remaining(), " bytes left in the file can hold");
         v.strs_.reserve(static_cast<std::size_t>(v.count_));
         for (std::uint64_t i = 0; i < v.count_; ++i)
           v.strs_.push_back(str("an array's string", key_name(key)));
@@ -362,8 +359,8 @@ class GgufInput {
         skip_nested(key, v.count_, 1);
       } else {
         GSQ_CHECK(v.count_ <= remaining() / static_cast<std::uint64_t>(w), "gguf: key '", key,
-                  "' is an array of ", v.count_, " ", to_string(v.elem_),
-                  " values, more than the ", remaining(), " bytes left in the file hold");
+                  "' is an array of ", v.count_, " ", to_string(v.elem_), " values, more than the ",
+                  remaining(), " bytes left in the file hold");
         v.raw_.resize(static_cast<std::size_t>(v.count_) * static_cast<std::size_t>(w));
         read(v.raw_.data(), v.raw_.size(), "an array's values", key_name(key));
       }
@@ -401,8 +398,7 @@ class GgufInput {
         GSQ_CHECK(n <= remaining() / 8, "gguf: key '", key, "' nests an array of ", n,
                   " strings, more than the file can hold");
         for (std::uint64_t j = 0; j < n; ++j)
-          skip(u64("a nested string's length", key_name(key)), "a nested string",
-               key_name(key));
+          skip(u64("a nested string's length", key_name(key)), "a nested string", key_name(key));
       } else {
         const auto w = static_cast<std::uint64_t>(scalar_bytes(t));
         GSQ_CHECK(n <= remaining() / w, "gguf: key '", key, "' nests an array of ", n, " ",
@@ -425,10 +421,11 @@ class GgufInput {
 ///
 /// Checked: magic, version (2 or 3; 1 and big-endian files are refused), every count and length
 /// against the bytes left before anything is allocated, value types, arrays of arrays (walked,
-/// at most 8 deep, not kept), duplicate keys and tensor names, general.alignment (a power of two,
-/// default 32), n_dims 1..4, each ne >= 1 with a product below 2^40, known ggml types, rows of
-/// whole blocks, offsets aligned and relative to the aligned end of the header, every tensor
-/// inside the file, no two overlapping.  Errors are std::invalid_argument starting "gguf: ".
+/// at most 8 deep, not kept), duplicate keys and tensor names, keys and names without NUL
+/// bytes, general.alignment (a power of two, default 32), n_dims 1..4, each ne >= 1 with a
+/// product below 2^40, known ggml types, rows of whole blocks, offsets aligned and relative to
+/// the aligned end of the header, every tensor inside the file, no two overlapping.  Errors are
+/// std::invalid_argument starting "gguf: ".
 class GgufFile {
  public:
   static constexpr std::uint64_t kDefaultAlignment = 32;
@@ -560,14 +557,16 @@ class GgufFile {
     const std::uint64_t n_kv = in.u64("the metadata count", none);
     // A key-value pair takes at least 13 bytes (key length, type, a one-byte value) and a tensor
     // entry at least 32 (name length, n_dims, one ne, type, offset).
-    GSQ_CHECK(n_kv <= in.remaining() / 13, "gguf: metadata count ", n_kv,
-              " cannot fit in the ", in.remaining(), " bytes left in the file");
+    GSQ_CHECK(n_kv <= in.remaining() / 13, "gguf: metadata count ", n_kv, " cannot fit in the ",
+              in.remaining(), " bytes left in the file");
     GSQ_CHECK(n_tensors <= (in.remaining() - n_kv * 13) / 32, "gguf: tensor count ", n_tensors,
               " cannot fit in the bytes left in the file");
 
     for (std::uint64_t i = 0; i < n_kv; ++i) {
       Value v;
       v.key_ = in.str("a key", "metadata entry " + std::to_string(i));
+      GSQ_CHECK(v.key_.find('\0') == std::string::npos, "gguf: metadata entry ", i,
+                " has a key with a NUL byte");
       GSQ_CHECK(keys_.find(v.key_) == keys_.end(), "gguf: duplicate key '", v.key_, "'");
       const std::uint32_t t = in.u32("a value type", "key '" + v.key_ + "'");
       GSQ_CHECK(t <= 12, "gguf: key '", v.key_, "' has unknown value type ", t);
@@ -590,6 +589,9 @@ class GgufFile {
     for (std::uint64_t i = 0; i < n_tensors; ++i) {
       TensorInfo t;
       t.name = in.str("a tensor name", "tensor entry " + std::to_string(i));
+      // Names appear in messages, which are C strings: a NUL would cut them short.
+      GSQ_CHECK(t.name.find('\0') == std::string::npos, "gguf: tensor entry ", i,
+                " has a name with a NUL byte");
       const std::string whose = "tensor '" + t.name + "'";
       GSQ_CHECK(names_.find(t.name) == names_.end(), "gguf: duplicate tensor '", t.name, "'");
       const std::uint32_t n_dims = in.u32("n_dims", whose);
@@ -602,8 +604,8 @@ class GgufFile {
         GSQ_CHECK(ne >= 1 && ne <= static_cast<std::uint64_t>(kMaxElements) &&
                       static_cast<std::uint64_t>(elements) <=
                           static_cast<std::uint64_t>(kMaxElements) / ne,
-                  "gguf: tensor '", t.name, "' has ne[", d, "] = ", ne,
-                  ne == 0 ? " (empty)" : "", ", the element count leaves [1, 2^40]");
+                  "gguf: tensor '", t.name, "' has ne[", d, "] = ", ne, ne == 0 ? " (empty)" : "",
+                  ", the element count leaves [1, 2^40]");
         t.ne[d] = static_cast<std::int64_t>(ne);
         elements *= t.ne[d];
       }
@@ -611,8 +613,8 @@ class GgufFile {
       t.type = static_cast<GgmlType>(type);
       GSQ_CHECK(is_known(t.type), "gguf: tensor '", t.name, "' has unknown ggml type ", type);
       const std::int64_t block = block_elements(t.type);
-      GSQ_CHECK(t.ne[0] % block == 0, "gguf: tensor '", t.name, "' has rows of ne[0] = ",
-                t.ne[0], ", not a multiple of the ", to_string(t.type), " block of ", block);
+      GSQ_CHECK(t.ne[0] % block == 0, "gguf: tensor '", t.name, "' has rows of ne[0] = ", t.ne[0],
+                ", not a multiple of the ", to_string(t.type), " block of ", block);
       t.bytes = static_cast<std::uint64_t>(elements / block) *
                 static_cast<std::uint64_t>(block_bytes(t.type));
       t.offset = in.u64("the offset", whose);
@@ -632,8 +634,8 @@ class GgufFile {
     for (TensorInfo& t : tensors_) {
       const std::uint64_t room = size - data_offset_;
       GSQ_CHECK(t.offset <= room && t.bytes <= room - t.offset, "gguf: tensor '", t.name, "' (",
-                t.bytes, " bytes at data offset ", t.offset,
-                ") extends past the end of the file (", size, " bytes)");
+                t.bytes, " bytes at data offset ", t.offset, ") extends past the end of the file (",
+                size, " bytes)");
       t.offset += data_offset_;
     }
     std::vector<std::size_t> order(tensors_.size());
@@ -645,8 +647,8 @@ class GgufFile {
       const TensorInfo& a = tensors_[order[i - 1]];
       const TensorInfo& b = tensors_[order[i]];
       GSQ_CHECK(a.offset + a.bytes <= b.offset, "gguf: tensors '", a.name, "' and '", b.name,
-                "' overlap (", a.bytes, " bytes at ", a.offset, " and ", b.bytes, " at ",
-                b.offset, ")");
+                "' overlap (", a.bytes, " bytes at ", a.offset, " and ", b.bytes, " at ", b.offset,
+                ")");
     }
   }
 

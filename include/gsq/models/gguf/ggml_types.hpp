@@ -52,47 +52,79 @@ enum class GgmlType : std::uint32_t {
 namespace detail {
 
 struct GgmlTypeTraits {
-  const char* name;       ///< nullptr: unknown id
-  std::int32_t block;     ///< elements per block
-  std::int32_t bytes;     ///< bytes per block
-  bool supported;         ///< dequantize_row decodes it
+  const char* name;    ///< nullptr: unknown id
+  std::int32_t block;  ///< elements per block
+  std::int32_t bytes;  ///< bytes per block
+  bool supported;      ///< dequantize_row decodes it
 };
 
 /// The layout of every known id (gguf-py's GGML_QUANT_SIZES), {nullptr, 0, 0} for unknown ones.
 inline GgmlTypeTraits ggml_traits(GgmlType type) noexcept {
   switch (type) {
-    case GgmlType::kF32: return {"F32", 1, 4, true};
-    case GgmlType::kF16: return {"F16", 1, 2, true};
-    case GgmlType::kQ4_0: return {"Q4_0", 32, 18, true};
-    case GgmlType::kQ4_1: return {"Q4_1", 32, 20, true};
-    case GgmlType::kQ5_0: return {"Q5_0", 32, 22, true};
-    case GgmlType::kQ5_1: return {"Q5_1", 32, 24, true};
-    case GgmlType::kQ8_0: return {"Q8_0", 32, 34, true};
-    case GgmlType::kQ8_1: return {"Q8_1", 32, 36, false};
-    case GgmlType::kQ2_K: return {"Q2_K", 256, 84, false};
-    case GgmlType::kQ3_K: return {"Q3_K", 256, 110, false};
-    case GgmlType::kQ4_K: return {"Q4_K", 256, 144, true};
-    case GgmlType::kQ5_K: return {"Q5_K", 256, 176, true};
-    case GgmlType::kQ6_K: return {"Q6_K", 256, 210, true};
-    case GgmlType::kQ8_K: return {"Q8_K", 256, 292, false};
-    case GgmlType::kIQ2_XXS: return {"IQ2_XXS", 256, 66, false};
-    case GgmlType::kIQ2_XS: return {"IQ2_XS", 256, 74, false};
-    case GgmlType::kIQ3_XXS: return {"IQ3_XXS", 256, 98, false};
-    case GgmlType::kIQ1_S: return {"IQ1_S", 256, 50, false};
-    case GgmlType::kIQ4_NL: return {"IQ4_NL", 32, 18, false};
-    case GgmlType::kIQ3_S: return {"IQ3_S", 256, 110, false};
-    case GgmlType::kIQ2_S: return {"IQ2_S", 256, 82, false};
-    case GgmlType::kIQ4_XS: return {"IQ4_XS", 256, 136, false};
-    case GgmlType::kI8: return {"I8", 1, 1, false};
-    case GgmlType::kI16: return {"I16", 1, 2, false};
-    case GgmlType::kI32: return {"I32", 1, 4, false};
-    case GgmlType::kI64: return {"I64", 1, 8, false};
-    case GgmlType::kF64: return {"F64", 1, 8, false};
-    case GgmlType::kIQ1_M: return {"IQ1_M", 256, 56, false};
-    case GgmlType::kBF16: return {"BF16", 1, 2, true};
-    case GgmlType::kTQ1_0: return {"TQ1_0", 256, 54, false};
-    case GgmlType::kTQ2_0: return {"TQ2_0", 256, 66, false};
-    case GgmlType::kMXFP4: return {"MXFP4", 32, 17, false};
+    case GgmlType::kF32:
+      return {"F32", 1, 4, true};
+    case GgmlType::kF16:
+      return {"F16", 1, 2, true};
+    case GgmlType::kQ4_0:
+      return {"Q4_0", 32, 18, true};
+    case GgmlType::kQ4_1:
+      return {"Q4_1", 32, 20, true};
+    case GgmlType::kQ5_0:
+      return {"Q5_0", 32, 22, true};
+    case GgmlType::kQ5_1:
+      return {"Q5_1", 32, 24, true};
+    case GgmlType::kQ8_0:
+      return {"Q8_0", 32, 34, true};
+    case GgmlType::kQ8_1:
+      return {"Q8_1", 32, 36, false};
+    case GgmlType::kQ2_K:
+      return {"Q2_K", 256, 84, false};
+    case GgmlType::kQ3_K:
+      return {"Q3_K", 256, 110, false};
+    case GgmlType::kQ4_K:
+      return {"Q4_K", 256, 144, true};
+    case GgmlType::kQ5_K:
+      return {"Q5_K", 256, 176, true};
+    case GgmlType::kQ6_K:
+      return {"Q6_K", 256, 210, true};
+    case GgmlType::kQ8_K:
+      return {"Q8_K", 256, 292, false};
+    case GgmlType::kIQ2_XXS:
+      return {"IQ2_XXS", 256, 66, false};
+    case GgmlType::kIQ2_XS:
+      return {"IQ2_XS", 256, 74, false};
+    case GgmlType::kIQ3_XXS:
+      return {"IQ3_XXS", 256, 98, false};
+    case GgmlType::kIQ1_S:
+      return {"IQ1_S", 256, 50, false};
+    case GgmlType::kIQ4_NL:
+      return {"IQ4_NL", 32, 18, false};
+    case GgmlType::kIQ3_S:
+      return {"IQ3_S", 256, 110, false};
+    case GgmlType::kIQ2_S:
+      return {"IQ2_S", 256, 82, false};
+    case GgmlType::kIQ4_XS:
+      return {"IQ4_XS", 256, 136, false};
+    case GgmlType::kI8:
+      return {"I8", 1, 1, false};
+    case GgmlType::kI16:
+      return {"I16", 1, 2, false};
+    case GgmlType::kI32:
+      return {"I32", 1, 4, false};
+    case GgmlType::kI64:
+      return {"I64", 1, 8, false};
+    case GgmlType::kF64:
+      return {"F64", 1, 8, false};
+    case GgmlType::kIQ1_M:
+      return {"IQ1_M", 256, 56, false};
+    case GgmlType::kBF16:
+      return {"BF16", 1, 2, true};
+    case GgmlType::kTQ1_0:
+      return {"TQ1_0", 256, 54, false};
+    case GgmlType::kTQ2_0:
+      return {"TQ2_0", 256, 66, false};
+    case GgmlType::kMXFP4:
+      return {"MXFP4", 32, 17, false};
   }
   return {nullptr, 0, 0, false};
 }
@@ -211,10 +243,9 @@ inline void dequantize_row(GgmlType type, const std::uint8_t* src, float* dst, s
         const float d = detail::fp16_at(p);
         const float m = type1 ? detail::fp16_at(p + 2) : 0.0f;
         const std::uint8_t* h = p + (type1 ? 4 : 2);
-        const std::uint32_t qh = static_cast<std::uint32_t>(h[0]) |
-                                 (static_cast<std::uint32_t>(h[1]) << 8) |
-                                 (static_cast<std::uint32_t>(h[2]) << 16) |
-                                 (static_cast<std::uint32_t>(h[3]) << 24);
+        const std::uint32_t qh =
+            static_cast<std::uint32_t>(h[0]) | (static_cast<std::uint32_t>(h[1]) << 8) |
+            (static_cast<std::uint32_t>(h[2]) << 16) | (static_cast<std::uint32_t>(h[3]) << 24);
         const std::uint8_t* qs = h + 4;
         for (int j = 0; j < 16; ++j) {
           const int hi0 = static_cast<int>((qh >> j) & 1u) << 4;

@@ -38,8 +38,8 @@ inline void quantize_row(GgmlType type, const float* src, std::uint8_t* dst, std
   GSQ_CHECK(is_encodable(type), "gguf writer: cannot encode ", to_string(type),
             " (F32, F16, BF16, Q8_0, Q4_0)");
   const std::int64_t block = block_elements(type);
-  GSQ_CHECK(n >= 0 && n % block == 0, "gguf writer: ", n, " values are not whole ",
-            to_string(type), " blocks");
+  GSQ_CHECK(n >= 0 && n % block == 0, "gguf writer: ", n, " values are not whole ", to_string(type),
+            " blocks");
   auto put16 = [](std::uint8_t* p, std::uint16_t v) {
     p[0] = static_cast<std::uint8_t>(v);
     p[1] = static_cast<std::uint8_t>(v >> 8);
@@ -292,8 +292,7 @@ class GgufWriter {
     w.bytes(s.data(), s.size());
   }
 
-  void add_scalar(const std::string& key, ValueType t, std::uint64_t bits,
-                  bool internal = false) {
+  void add_scalar(const std::string& key, ValueType t, std::uint64_t bits, bool internal = false) {
     GSQ_CHECK(internal || key != "general.alignment",
               "gguf writer: set general.alignment through the constructor");
     std::vector<std::uint8_t> b;
@@ -312,8 +311,8 @@ class GgufWriter {
   }
 
   Tensor make(const std::string& name, GgmlType type, const std::vector<std::int64_t>& ne) {
-    GSQ_CHECK(ne.size() >= 1 && ne.size() <= 4, "gguf writer: tensor '", name, "' has ",
-              ne.size(), " dimensions (1..4)");
+    GSQ_CHECK(ne.size() >= 1 && ne.size() <= 4, "gguf writer: tensor '", name, "' has ", ne.size(),
+              " dimensions (1..4)");
     std::int64_t count = 1;
     for (std::int64_t v : ne) {
       GSQ_CHECK(v >= 1 && v <= GgufFile::kMaxElements && count <= GgufFile::kMaxElements / v,
@@ -329,8 +328,8 @@ class GgufWriter {
     t.name = name;
     t.type = type;
     t.ne = ne;
-    t.bytes = static_cast<std::uint64_t>(count / block) *
-              static_cast<std::uint64_t>(block_bytes(type));
+    t.bytes =
+        static_cast<std::uint64_t>(count / block) * static_cast<std::uint64_t>(block_bytes(type));
     return t;
   }
 
@@ -364,8 +363,8 @@ class GgufWriter {
         std::int64_t rows = 1;
         for (std::size_t d = 1; d < t.ne.size(); ++d) rows *= t.ne[d];
         std::vector<float> row(static_cast<std::size_t>(n0));
-        std::vector<std::uint8_t> enc(static_cast<std::size_t>(
-            n0 / block_elements(t.type) * block_bytes(t.type)));
+        std::vector<std::uint8_t> enc(
+            static_cast<std::size_t>(n0 / block_elements(t.type) * block_bytes(t.type)));
         for (std::int64_t r = 0; r < rows; ++r) {
           t.rows(r, row.data());
           quantize_row(t.type, row.data(), enc.data(), n0);
@@ -382,7 +381,9 @@ class GgufWriter {
     }
   }
 
-  std::uint64_t align(std::uint64_t x) const { return (x + alignment_ - 1) / alignment_ * alignment_; }
+  std::uint64_t align(std::uint64_t x) const {
+    return (x + alignment_ - 1) / alignment_ * alignment_;
+  }
 
   std::uint64_t alignment_;
   std::uint32_t version_;

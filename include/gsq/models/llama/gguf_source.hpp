@@ -44,7 +44,8 @@ inline std::string shape_string(const std::array<std::int64_t, 4>& ne) {
   int n = 4;
   while (n > 1 && ne[static_cast<std::size_t>(n - 1)] == 1) --n;
   std::string s = "[";
-  for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[static_cast<std::size_t>(i)]);
+  for (int i = 0; i < n; ++i)
+    s += (i ? ", " : "") + std::to_string(ne[static_cast<std::size_t>(i)]);
   return s + "]";
 }
 
@@ -130,8 +131,7 @@ inline LlamaConfig llama_config(const gguf::GgufFile& f) {
 /// Meta's interleaved order, exactly what LlamaWeightSource serves, so nothing is permuted).
 class GgufLlamaSource final : public LlamaWeightSource {
  public:
-  explicit GgufLlamaSource(const std::string& path)
-      : GgufLlamaSource(gguf::GgufFile::open(path)) {}
+  explicit GgufLlamaSource(const std::string& path) : GgufLlamaSource(gguf::GgufFile::open(path)) {}
   explicit GgufLlamaSource(gguf::GgufFile file)
       : file_(std::move(file)), config_(llama_config(file_)) {
     const LlamaTensor global[] = {LlamaTensor::kTokenEmbedding, LlamaTensor::kRmsFinal,
@@ -152,26 +152,37 @@ class GgufLlamaSource final : public LlamaWeightSource {
   std::string tensor_name(LlamaTensor t, int layer) const {
     auto blk = [layer](const char* n) { return "blk." + std::to_string(layer) + "." + n; };
     switch (t) {
-      case LlamaTensor::kTokenEmbedding: return "token_embd.weight";
+      case LlamaTensor::kTokenEmbedding:
+        return "token_embd.weight";
       case LlamaTensor::kClassifier:
         return config_.tied_classifier ? "token_embd.weight" : "output.weight";
-      case LlamaTensor::kRmsFinal: return "output_norm.weight";
-      case LlamaTensor::kRmsAtt: return blk("attn_norm.weight");
-      case LlamaTensor::kWq: return blk("attn_q.weight");
-      case LlamaTensor::kWk: return blk("attn_k.weight");
-      case LlamaTensor::kWv: return blk("attn_v.weight");
-      case LlamaTensor::kWo: return blk("attn_output.weight");
-      case LlamaTensor::kRmsFfn: return blk("ffn_norm.weight");
-      case LlamaTensor::kW1: return blk("ffn_gate.weight");
-      case LlamaTensor::kW2: return blk("ffn_down.weight");
-      case LlamaTensor::kW3: return blk("ffn_up.weight");
+      case LlamaTensor::kRmsFinal:
+        return "output_norm.weight";
+      case LlamaTensor::kRmsAtt:
+        return blk("attn_norm.weight");
+      case LlamaTensor::kWq:
+        return blk("attn_q.weight");
+      case LlamaTensor::kWk:
+        return blk("attn_k.weight");
+      case LlamaTensor::kWv:
+        return blk("attn_v.weight");
+      case LlamaTensor::kWo:
+        return blk("attn_output.weight");
+      case LlamaTensor::kRmsFfn:
+        return blk("ffn_norm.weight");
+      case LlamaTensor::kW1:
+        return blk("ffn_gate.weight");
+      case LlamaTensor::kW2:
+        return blk("ffn_down.weight");
+      case LlamaTensor::kW3:
+        return blk("ffn_up.weight");
     }
     return {};
   }
 
   void read(LlamaTensor t, int layer, std::vector<float>& out) const override {
-    GSQ_CHECK(layer >= 0 && layer < config_.n_layers, "gguf: layer ", layer,
-              " out of range [0, ", config_.n_layers, ")");
+    GSQ_CHECK(layer >= 0 && layer < config_.n_layers, "gguf: layer ", layer, " out of range [0, ",
+              config_.n_layers, ")");
     file_.read_f32(file_.tensor(tensor_name(t, layer)), out);
   }
 
