@@ -61,9 +61,8 @@ struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("gsq_hf_test_" + std::to_string(::getpid()) + "_" + tag + "_" +
-            std::to_string(counter++));
+    path = fs::temp_directory_path() / ("gsq_hf_test_" + std::to_string(::getpid()) + "_" + tag +
+                                        "_" + std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -91,26 +90,38 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 constexpr gsq::LlamaTensor kLayerTensors[] = {
-    gsq::LlamaTensor::kRmsAtt, gsq::LlamaTensor::kWq,     gsq::LlamaTensor::kWk,
-    gsq::LlamaTensor::kWv,     gsq::LlamaTensor::kWo,     gsq::LlamaTensor::kRmsFfn,
-    gsq::LlamaTensor::kW1,     gsq::LlamaTensor::kW2,     gsq::LlamaTensor::kW3};
+    gsq::LlamaTensor::kRmsAtt, gsq::LlamaTensor::kWq, gsq::LlamaTensor::kWk,
+    gsq::LlamaTensor::kWv,     gsq::LlamaTensor::kWo, gsq::LlamaTensor::kRmsFfn,
+    gsq::LlamaTensor::kW1,     gsq::LlamaTensor::kW2, gsq::LlamaTensor::kW3};
 
 /// The HF name of a tensor (as HfLlamaSource names it for an untied config).
 std::string hf_name(gsq::LlamaTensor t, int layer) {
   const std::string p = "model.layers." + std::to_string(layer) + ".";
   switch (t) {
-    case gsq::LlamaTensor::kTokenEmbedding: return "model.embed_tokens.weight";
-    case gsq::LlamaTensor::kClassifier: return "lm_head.weight";
-    case gsq::LlamaTensor::kRmsFinal: return "model.norm.weight";
-    case gsq::LlamaTensor::kRmsAtt: return p + "input_layernorm.weight";
-    case gsq::LlamaTensor::kWq: return p + "self_attn.q_proj.weight";
-    case gsq::LlamaTensor::kWk: return p + "self_attn.k_proj.weight";
-    case gsq::LlamaTensor::kWv: return p + "self_attn.v_proj.weight";
-    case gsq::LlamaTensor::kWo: return p + "self_attn.o_proj.weight";
-    case gsq::LlamaTensor::kRmsFfn: return p + "post_attention_layernorm.weight";
-    case gsq::LlamaTensor::kW1: return p + "mlp.gate_proj.weight";
-    case gsq::LlamaTensor::kW2: return p + "mlp.down_proj.weight";
-    case gsq::LlamaTensor::kW3: return p + "mlp.up_proj.weight";
+    case gsq::LlamaTensor::kTokenEmbedding:
+      return "model.embed_tokens.weight";
+    case gsq::LlamaTensor::kClassifier:
+      return "lm_head.weight";
+    case gsq::LlamaTensor::kRmsFinal:
+      return "model.norm.weight";
+    case gsq::LlamaTensor::kRmsAtt:
+      return p + "input_layernorm.weight";
+    case gsq::LlamaTensor::kWq:
+      return p + "self_attn.q_proj.weight";
+    case gsq::LlamaTensor::kWk:
+      return p + "self_attn.k_proj.weight";
+    case gsq::LlamaTensor::kWv:
+      return p + "self_attn.v_proj.weight";
+    case gsq::LlamaTensor::kWo:
+      return p + "self_attn.o_proj.weight";
+    case gsq::LlamaTensor::kRmsFfn:
+      return p + "post_attention_layernorm.weight";
+    case gsq::LlamaTensor::kW1:
+      return p + "mlp.gate_proj.weight";
+    case gsq::LlamaTensor::kW2:
+      return p + "mlp.down_proj.weight";
+    case gsq::LlamaTensor::kW3:
+      return p + "mlp.up_proj.weight";
   }
   return {};
 }
@@ -131,10 +142,10 @@ std::vector<st::TensorData> hf_tensors(const gsq::LlamaWeightSource& s, st::Dtyp
     const gsq::TensorShape sh = gsq::shape_of(c, t);
     const bool norm = t == gsq::LlamaTensor::kRmsAtt || t == gsq::LlamaTensor::kRmsFfn ||
                       t == gsq::LlamaTensor::kRmsFinal;
-    out.push_back({hf_name(t, layer), dtype,
-                   norm ? std::vector<std::int64_t>{sh.cols}
-                        : std::vector<std::int64_t>{sh.rows, sh.cols},
-                   st::encode(v.data(), v.size(), dtype)});
+    out.push_back(
+        {hf_name(t, layer), dtype,
+         norm ? std::vector<std::int64_t>{sh.cols} : std::vector<std::int64_t>{sh.rows, sh.cols},
+         st::encode(v.data(), v.size(), dtype)});
   };
   add(gsq::LlamaTensor::kTokenEmbedding, 0);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -153,8 +164,8 @@ void write_model(const fs::path& dir, const std::vector<st::TensorData>& tensors
   }
   nlohmann::json map = nlohmann::json::object();
   for (int s = 0; s < shards; ++s) {
-    const std::string name = "model-0000" + std::to_string(s + 1) + "-of-0000" +
-                             std::to_string(shards) + ".safetensors";
+    const std::string name =
+        "model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) + ".safetensors";
     std::vector<st::TensorData> part;
     for (std::size_t i = static_cast<std::size_t>(s); i < tensors.size();
          i += static_cast<std::size_t>(shards)) {
@@ -205,7 +216,8 @@ TEST_CASE("safetensors: writer and reader round trip F32, F16, BF16, raw dtypes 
   REQUIRE(gsq::detail::load_le(img.data(), 8) % 8 == 0);  // the data section is 8-aligned
   const st::File f = st::File::parse(img.data(), img.size());
   REQUIRE(f.tensors().size() == 6);
-  REQUIRE(f.metadata() == std::map<std::string, std::string>{{"format", "pt"}, {"note", "gsq test"}});
+  REQUIRE(f.metadata() ==
+          std::map<std::string, std::string>{{"format", "pt"}, {"note", "gsq test"}});
   // In the writer's order, which tensors() reports by offset.
   REQUIRE(f.tensors()[0].name == "b.f16");
   REQUIRE(f.tensor("a.f32").shape == std::vector<std::int64_t>{3, 2});
@@ -238,8 +250,9 @@ TEST_CASE("safetensors: writer and reader round trip F32, F16, BF16, raw dtypes 
   REQUIRE(g.tensors().size() == 6);
   g.read_floats("c.bf16", v);
   for (std::size_t i = 0; i < x.size(); ++i) REQUIRE(v[i] == gsq::to_float(gsq::to_bf16(x[i])));
-  REQUIRE(error_of([&] { (void)st::File::open((dir.path / "none").string()); })
-              .rfind("safetensors: cannot open '", 0) == 0);
+  REQUIRE(error_of([&] {
+            (void)st::File::open((dir.path / "none").string());
+          }).rfind("safetensors: cannot open '", 0) == 0);
   REQUIRE(error_of([&] { (void)st::File::open(dir.str()); }) ==
           "safetensors: '" + dir.str() + "' is not a regular file");
 }
@@ -249,9 +262,13 @@ TEST_CASE("safetensors: large tensors decode across 1 MiB chunks", "[hf][safeten
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i) * 0.25f - 7.0f;
   TempDir dir("chunks");
   const std::string path = (dir.path / "big.safetensors").string();
-  st::write(path, {{"w", st::Dtype::kF32, {static_cast<std::int64_t>(x.size())},
+  st::write(path, {{"w",
+                    st::Dtype::kF32,
+                    {static_cast<std::int64_t>(x.size())},
                     st::encode(x.data(), x.size(), st::Dtype::kF32)},
-                   {"h", st::Dtype::kBF16, {static_cast<std::int64_t>(x.size())},
+                   {"h",
+                    st::Dtype::kBF16,
+                    {static_cast<std::int64_t>(x.size())},
                     st::encode(x.data(), x.size(), st::Dtype::kBF16)}});
   const st::File f = st::File::open(path);
   std::vector<float> v;
@@ -277,8 +294,9 @@ TEST_CASE("safetensors: hostile images are rejected with a message naming the pr
               " runs past the end of the file (12 bytes follow it)");
   auto huge = b;
   for (int i = 0; i < 8; ++i) huge[static_cast<std::size_t>(i)] = 0xFF;
-  REQUIRE(parse_error(huge) == "safetensors: 't.safetensors': header length 18446744073709551615 "
-                               "exceeds the 100000000-byte limit");
+  REQUIRE(parse_error(huge) ==
+          "safetensors: 't.safetensors': header length 18446744073709551615 "
+          "exceeds the 100000000-byte limit");
 
   struct Case {
     std::string header;
@@ -340,8 +358,8 @@ TEST_CASE("safetensors: hostile images are rejected with a message naming the pr
 TEST_CASE("safetensors: the index of a sharded model", "[hf][safetensors][errors]") {
   REQUIRE(st::parse_index(R"({"metadata":{"total_size":8},"weight_map":{"a":"m-1.safetensors"}})")
               .at("a") == "m-1.safetensors");
-  for (const std::string shard : {"../x.safetensors", "sub/x", "/etc/passwd", "..", ".", "",
-                                  "a\\\\b"}) {
+  for (const std::string shard :
+       {"../x.safetensors", "sub/x", "/etc/passwd", "..", ".", "", "a\\\\b"}) {
     INFO(shard);
     REQUIRE(error_of([&] {
               (void)st::parse_index(R"({"weight_map":{"a":")" + shard + "\"}}", "i.json");
@@ -353,8 +371,9 @@ TEST_CASE("safetensors: the index of a sharded model", "[hf][safetensors][errors
           "safetensors: 'i.json' has no weight_map");
   REQUIRE(error_of([] { (void)st::parse_index(R"({"weight_map":{"a":3}})", "i.json"); }) ==
           "safetensors: 'i.json': weight_map entry 'a' is a number, not a file name");
-  REQUIRE(error_of([] { (void)st::parse_index("{", "i.json"); })
-              .rfind("safetensors: 'i.json' is not valid JSON (", 0) == 0);
+  REQUIRE(error_of([] {
+            (void)st::parse_index("{", "i.json");
+          }).rfind("safetensors: 'i.json' is not valid JSON (", 0) == 0);
 
   // A tensor listed in the map but absent from its shard; a shard that is not there.
   TempDir dir("index");
@@ -367,8 +386,9 @@ TEST_CASE("safetensors: the index of a sharded model", "[hf][safetensors][errors
           "safetensors: '" + index +
               "' maps tensor 'b' to shard 's1.safetensors', which has no such tensor");
   write_text(index, R"({"weight_map":{"a":"s1.safetensors","b":"s2.safetensors"}})");
-  REQUIRE(error_of([&] { (void)st::Model::open_directory(dir.str()); })
-              .rfind("safetensors: cannot open '" + dir.str() + "/s2.safetensors'", 0) == 0);
+  REQUIRE(error_of([&] {
+            (void)st::Model::open_directory(dir.str());
+          }).rfind("safetensors: cannot open '" + dir.str() + "/s2.safetensors'", 0) == 0);
   write_text(index, R"({"weight_map":{"a":"s1.safetensors"}})");
   const st::Model m = st::Model::open_directory(dir.str());
   std::vector<float> v;
@@ -509,7 +529,8 @@ TEST_CASE("hf: config.json errors name the key", "[hf][config][errors]") {
   REQUIRE(config_error(with("rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}})) ==
           "hf config: rope_scaling type 'yarn' is not supported (gsq implements 'llama3' and "
           "'default')");
-  REQUIRE(config_error(with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0},
+  REQUIRE(config_error(with("rope_scaling", {{"rope_type", "llama3"},
+                                             {"factor", 8.0},
                                              {"low_freq_factor", 1.0},
                                              {"high_freq_factor", 4.0}})) ==
           "hf config: 'rope_scaling.original_max_position_embeddings' is missing");
@@ -519,8 +540,9 @@ TEST_CASE("hf: config.json errors name the key", "[hf][config][errors]") {
           "llama config: dim = -16 is outside [1, 65536]");
   REQUIRE(config_error(nlohmann::json::array()) ==
           "hf config: config.json is a JSON array, not an object");
-  REQUIRE(error_of([] { (void)gsq::llama_config_from_hf_json(std::string("{\"a\":1,\"a\":2}")); }) ==
-          "hf config: config.json has the key 'a' twice in one object");
+  REQUIRE(error_of([] {
+            (void)gsq::llama_config_from_hf_json(std::string("{\"a\":1,\"a\":2}"));
+          }) == "hf config: config.json has the key 'a' twice in one object");
 }
 
 // ---- HfLlamaSource on generated models -----------------------------------------------------
@@ -610,9 +632,10 @@ TEST_CASE("hf: HfLlamaSource rejects missing tensors, wrong shapes and dtypes", 
   nlohmann::json other = cj;
   other["architectures"] = {"Qwen2ForCausalLM"};
   other["model_type"] = "qwen2";
-  REQUIRE(open_with(good, other).rfind("hf config: not a LLaMA model (architectures "
-                                       "[\"Qwen2ForCausalLM\"]",
-                                       0) == 0);
+  REQUIRE(open_with(good, other)
+              .rfind("hf config: not a LLaMA model (architectures "
+                     "[\"Qwen2ForCausalLM\"]",
+                     0) == 0);
   TempDir empty("empty");
   REQUIRE(error_of([&] { (void)gsq::HfLlamaSource(empty.str()); }) ==
           "hf config: cannot open '" + empty.str() + "/config.json'");
@@ -680,7 +703,8 @@ TEST_CASE("hf: stories260K-hf equals stories260K.bin bit for bit", "[hf][models]
   check_all(sharded);
 }
 
-TEST_CASE("hf: stories260K-hf-bf16 holds the nearest-even bf16 of stories260K.bin", "[hf][models]") {
+TEST_CASE("hf: stories260K-hf-bf16 holds the nearest-even bf16 of stories260K.bin",
+          "[hf][models]") {
   const std::string bin = gsq::test::model_path("stories260K.bin");
   const std::string cfg = gsq::test::model_path("stories260K-hf-bf16/config.json");
   if (bin.empty() || cfg.empty()) GSQ_SKIP("stories260K.bin or stories260K-hf-bf16/ is absent");

@@ -38,10 +38,10 @@ void check_floats(const st::File& f, const st::TensorInfo& t, const std::uint8_t
     } catch (const std::invalid_argument& e) {
       error = e.what();
     }
-    GSQ_FUZZ_EXPECT(starts_with(error, "safetensors: '<memory>': tensor '") &&
-                        error.find(std::string("has dtype ") + st::to_string(t.dtype)) !=
-                            std::string::npos,
-                    "read_floats of a non-float dtype did not refuse it by name");
+    GSQ_FUZZ_EXPECT(
+        starts_with(error, "safetensors: '<memory>': tensor '") &&
+            error.find(std::string("has dtype ") + st::to_string(t.dtype)) != std::string::npos,
+        "read_floats of a non-float dtype did not refuse it by name");
     return;
   }
   f.read_floats(t, v);
@@ -106,9 +106,9 @@ void fuzz_image(const std::vector<std::uint8_t>& image) {
                   "the writer's image reads back differently");
   for (const st::TensorInfo& t : f.tensors()) {
     const st::TensorInfo* u = g.find(t.name);
-    GSQ_FUZZ_EXPECT(u != nullptr && u->dtype == t.dtype && u->shape == t.shape &&
-                        u->bytes() == t.bytes(),
-                    "the writer's image lost a tensor");
+    GSQ_FUZZ_EXPECT(
+        u != nullptr && u->dtype == t.dtype && u->shape == t.shape && u->bytes() == t.bytes(),
+        "the writer's image lost a tensor");
     std::vector<std::uint8_t> a, b;
     f.read_bytes(t, a);
     g.read_bytes(*u, b);

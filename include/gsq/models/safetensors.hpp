@@ -42,7 +42,21 @@ namespace gsq::safetensors {
 /// The element types of the format.  F32, F16 and BF16 decode to float; the others can be read
 /// as raw bytes only.
 enum class Dtype : std::uint8_t {
-  kBool, kU8, kI8, kF8E5M2, kF8E4M3, kI16, kU16, kF16, kBF16, kI32, kU32, kF32, kI64, kU64, kF64,
+  kBool,
+  kU8,
+  kI8,
+  kF8E5M2,
+  kF8E4M3,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kI64,
+  kU64,
+  kF64,
 };
 
 namespace detail {
@@ -52,18 +66,16 @@ struct DtypeInfo {
   int size;
 };
 inline constexpr DtypeInfo kDtypes[] = {
-    {Dtype::kBool, "BOOL", 1},    {Dtype::kU8, "U8", 1},     {Dtype::kI8, "I8", 1},
+    {Dtype::kBool, "BOOL", 1},      {Dtype::kU8, "U8", 1},          {Dtype::kI8, "I8", 1},
     {Dtype::kF8E5M2, "F8_E5M2", 1}, {Dtype::kF8E4M3, "F8_E4M3", 1}, {Dtype::kI16, "I16", 2},
-    {Dtype::kU16, "U16", 2},      {Dtype::kF16, "F16", 2},   {Dtype::kBF16, "BF16", 2},
-    {Dtype::kI32, "I32", 4},      {Dtype::kU32, "U32", 4},   {Dtype::kF32, "F32", 4},
-    {Dtype::kI64, "I64", 8},      {Dtype::kU64, "U64", 8},   {Dtype::kF64, "F64", 8},
+    {Dtype::kU16, "U16", 2},        {Dtype::kF16, "F16", 2},        {Dtype::kBF16, "BF16", 2},
+    {Dtype::kI32, "I32", 4},        {Dtype::kU32, "U32", 4},        {Dtype::kF32, "F32", 4},
+    {Dtype::kI64, "I64", 8},        {Dtype::kU64, "U64", 8},        {Dtype::kF64, "F64", 8},
 };
 }  // namespace detail
 
 /// The format's name of a dtype ("F32", "BF16", ...).
-inline const char* to_string(Dtype d) noexcept {
-  return detail::kDtypes[static_cast<int>(d)].name;
-}
+inline const char* to_string(Dtype d) noexcept { return detail::kDtypes[static_cast<int>(d)].name; }
 /// Bytes per element.
 inline int dtype_size(Dtype d) noexcept { return detail::kDtypes[static_cast<int>(d)].size; }
 /// Whether read_floats() decodes this dtype (F32, F16, BF16).
@@ -154,8 +166,7 @@ inline nlohmann::json parse_json_strict(const char* first, const char* last, con
 inline std::uint64_t json_unsigned(const nlohmann::json& v, const std::string& who,
                                    const char* what) {
   GSQ_CHECK(v.is_number_integer(), who, ": ", what, " is not an integer (", v.type_name(), ")");
-  GSQ_CHECK(v.is_number_unsigned(), who, ": ", what, " is negative (", v.get<std::int64_t>(),
-            ")");
+  GSQ_CHECK(v.is_number_unsigned(), who, ": ", what, " is negative (", v.get<std::int64_t>(), ")");
   return v.get<std::uint64_t>();
 }
 
@@ -415,7 +426,7 @@ class File {
   }
 
   std::string label_;
-  std::shared_ptr<detail::Fd> fd_;    // open(): the file
+  std::shared_ptr<detail::Fd> fd_;        // open(): the file
   const std::uint8_t* memory_ = nullptr;  // parse(): the image
   std::uint64_t data_offset_ = 0;
   std::vector<TensorInfo> tensors_;
@@ -555,8 +566,9 @@ inline std::vector<std::uint8_t> encode(const float* x, std::size_t n, Dtype dty
 /// __metadata__ when not empty.  The header is padded with spaces to a multiple of 8 bytes, as
 /// the reference writer does, so the data section is aligned.  Throws on a duplicate or reserved
 /// name, or bytes that do not match a shape.
-inline std::vector<std::uint8_t> serialize(const std::vector<TensorData>& tensors,
-                                           const std::map<std::string, std::string>& metadata = {}) {
+inline std::vector<std::uint8_t> serialize(
+    const std::vector<TensorData>& tensors,
+    const std::map<std::string, std::string>& metadata = {}) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t at = 0;

@@ -106,8 +106,8 @@ inline double hf_number(const nlohmann::json& j, const char* key, const double* 
 inline bool hf_bool(const nlohmann::json& j, const char* key, bool fallback) {
   const nlohmann::json* v = hf_key(j, key);
   if (v == nullptr) return fallback;
-  GSQ_CHECK(v->is_boolean(), "hf config: '", key, "' must be true or false, not a ",
-            v->type_name(), " (", v->dump(), ")");
+  GSQ_CHECK(v->is_boolean(), "hf config: '", key, "' must be true or false, not a ", v->type_name(),
+            " (", v->dump(), ")");
   return v->get<bool>();
 }
 
@@ -147,9 +147,8 @@ inline LlamaConfig llama_config_from_hf_json(const nlohmann::json& j) {
       llama = llama || name.get<std::string>() == "LlamaForCausalLM";
     }
   }
-  GSQ_CHECK(llama, "hf config: not a LLaMA model (architectures ", architectures,
-            ", model_type '", detail::hf_string(j, "model_type"),
-            "'; gsq reads LlamaForCausalLM)");
+  GSQ_CHECK(llama, "hf config: not a LLaMA model (architectures ", architectures, ", model_type '",
+            detail::hf_string(j, "model_type"), "'; gsq reads LlamaForCausalLM)");
   const std::string act = detail::hf_string(j, "hidden_act");
   GSQ_CHECK(act.empty() || act == "silu", "hf config: hidden_act '", act,
             "' is not supported (LLaMA uses silu)");
@@ -297,10 +296,10 @@ class HfLlamaSource final : public LlamaWeightSource {
     const safetensors::Model::Entry e = model_.find(name);
     GSQ_CHECK(e.info != nullptr, "hf llama: '", dir_, "' has no tensor '", name, "'");
     const TensorShape s = shape_of(config_, t);
-    const bool norm = t == LlamaTensor::kRmsAtt || t == LlamaTensor::kRmsFfn ||
-                      t == LlamaTensor::kRmsFinal;
-    const std::vector<std::int64_t> want = norm ? std::vector<std::int64_t>{s.cols}
-                                                : std::vector<std::int64_t>{s.rows, s.cols};
+    const bool norm =
+        t == LlamaTensor::kRmsAtt || t == LlamaTensor::kRmsFfn || t == LlamaTensor::kRmsFinal;
+    const std::vector<std::int64_t> want =
+        norm ? std::vector<std::int64_t>{s.cols} : std::vector<std::int64_t>{s.rows, s.cols};
     GSQ_CHECK(e.info->shape == want, "hf llama: tensor '", name, "' has shape ",
               safetensors::shape_string(e.info->shape), ", the config needs ",
               safetensors::shape_string(want));
