@@ -153,6 +153,7 @@ inline nlohmann::json parse_json_strict(const char* first, const char* last, con
     }
     return true;
   };
+#if GSQ_HAS_EXCEPTIONS
   try {
     return nlohmann::json::parse(first, last, callback, /*allow_exceptions=*/true,
                                  /*ignore_comments=*/false);
@@ -160,6 +161,12 @@ inline nlohmann::json parse_json_strict(const char* first, const char* last, con
     GSQ_CHECK(false, who, " is not valid JSON (", e.what(), ")");
   }
   return {};
+#else
+  nlohmann::json j = nlohmann::json::parse(first, last, callback, /*allow_exceptions=*/false,
+                                           /*ignore_comments=*/false);
+  GSQ_CHECK(!j.is_discarded(), who, " is not valid JSON");
+  return j;
+#endif
 }
 
 /// A non-negative JSON integer, or an error naming `what`.
