@@ -6,10 +6,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -712,4 +714,90 @@ TEST_CASE("gguf: rope_freqs.weight divides the RoPE frequencies", "[gguf]") {
   bad.rope_freq_factors = {1.0f};
   CHECK(error_of([&] { bad.validate(); }) ==
         "llama config: rope_freq_factors has 1 values, head size 4 needs 2");
+}
+
+// An independent reader: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf) lists
+// the metadata and tensor directory of the shared files, and gsq must agree on every key, value,
+// tensor type, shape and offset.  Skipped unless `node` runs and the package is installed where
+// GSQ_HFGGUF_MODULES points (default /tmp/hfgguf/node_modules), e.g.
+//   npm install --prefix /tmp/hfgguf @huggingface/gguf
+TEST_CASE("gguf: agrees with @huggingface/gguf", "[gguf]") {
+  const char* env = std::getenv("GSQ_HFGGUF_MODULES");
+  const std::string modules = env != nullptr ? env : "/tmp/hfgguf/node_modules";
+  if (!std::ifstream(modules + "/@huggingface/gguf/package.json").good())
+    GSQ_SKIP(
+        "@huggingface/gguf is not installed (npm install --prefix /tmp/hfgguf @huggingface/gguf)");
+  if (std::system("node --version > /dev/null 2>&1") != 0) GSQ_SKIP("node is not installed");
+  const char* names[] = {"stories260K.gguf", "rand256-q4_k_m.gguf", "rand256-bf16.gguf",
+                         "vocab/ggml-vocab-gpt-2.gguf"};
+  if (gsq::test::model_path(names[0]).empty()) GSQ_SKIP("../shared/models is absent");
+  const std::string script = "/tmp/gsq_gguf_list_" + std::to_string(::getpid()) + ".cjs";
+  {
+    std::ofstream js(script);
+    js << "const { gguf } = require('@huggingface/gguf');\n"
+          "(async () => {\n"
+          "  const { metadata, tensorInfos } = await gguf(process.argv[2], { allowLocalFile: true "
+          "});\n"
+          "  for (const k of Object.keys(metadata)) {\n"
+          "    if (k === 'version' || k === 'tensor_count' || k === 'kv_count') continue;\n"
+          "    const v = metadata[k];\n"
+          "    console.log('kv\\t' + k + '\\t' + (Array.isArray(v) ? 'n=' + v.length : "
+          "String(v)));\n"
+          "  }\n"
+          "  for (const t of tensorInfos) console.log('tensor\\t' + t.name + '\\t' + t.dtype + "
+          "'\\t' + t.shape.map(String).join(',') + '\\t' + String(t.offset));\n"
+          "})().catch((e) => { console.error(e); process.exit(1); });\n";
+  }
+  for (const char* name : names) {
+    INFO(name);
+    const std::string path = gsq::test::model_path(name);
+    if (path.empty()) continue;
+    const std::string cmd = "NODE_PATH='" + modules + "' node " + script + " '" + path + "'";
+    std::FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::string out;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+    REQUIRE(::pclose(p) == 0);
+    const GgufFile f = GgufFile::open(path);
+    std::size_t kvs = 0, tensors = 0;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      std::vector<std::string> col;
+      std::istringstream cells(line);
+      for (std::string c; std::getline(cells, c, '\t');) col.push_back(c);
+      INFO(line);
+      if (col[0] == "kv") {
+        REQUIRE(col.size() == 3);
+        const gsq::gguf::Value* v = f.find(col[1]);
+        REQUIRE(v != nullptr);
+        ++kvs;
+        const ValueType t = v->type();
+        if (v->is_array()) {
+          CHECK(col[2] == "n=" + std::to_string(v->array_size()));
+        } else if (t == ValueType::kString) {
+          CHECK(col[2] == v->as_string());
+        } else if (t == ValueType::kBool) {
+          CHECK(col[2] == (v->as_bool() ? "true" : "false"));
+        } else if (t == ValueType::kFloat32 || t == ValueType::kFloat64) {
+          CHECK(std::strtod(col[2].c_str(), nullptr) == v->as_float());
+        } else {
+          CHECK(col[2] == (gsq::gguf::detail::is_signed(t) ? std::to_string(v->as_int())
+                                                           : std::to_string(v->as_uint())));
+        }
+      } else {
+        REQUIRE(col.size() == 5);
+        const gsq::gguf::TensorInfo& t = f.tensor(col[1]);
+        ++tensors;
+        CHECK(col[2] == std::to_string(static_cast<std::uint32_t>(t.type)));
+        std::string shape;
+        for (int d = 0; d < t.n_dims; ++d) shape += (d ? "," : "") + std::to_string(t.ne[d]);
+        CHECK(col[3] == shape);
+        CHECK(col[4] == std::to_string(t.offset - f.data_offset()));
+      }
+    }
+    CHECK(kvs == f.metadata().size());
+    CHECK(tensors == f.tensors().size());
+  }
+  std::remove(script.c_str());
 }
