@@ -93,7 +93,9 @@ inline bool dtype_from_string(const std::string& name, Dtype& out) noexcept {
   return false;
 }
 
-/// The largest JSON header accepted (the reference crate's limit is the same 100 MB).
+/// The largest JSON header accepted (the reference crate's limit is the same 100 MB).  The header
+/// is parsed into an nlohmann::json tree, which may take some 20 times its text's size in memory
+/// for a hostile header of tiny objects: a bounded, not a small, cost.
 inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 /// The deepest JSON nesting a header or index may have (a header needs 3: the object, a
 /// tensor's object, its shape).
