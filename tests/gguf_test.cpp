@@ -719,14 +719,19 @@ TEST_CASE("gguf: rope_freqs.weight divides the RoPE frequencies", "[gguf]") {
 // An independent reader: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf) lists
 // the metadata and tensor directory of the shared files, and gsq must agree on every key, value,
 // tensor type, shape and offset.  Skipped unless `node` runs and the package is installed where
-// GSQ_HFGGUF_MODULES points (default /tmp/hfgguf/node_modules), e.g.
-//   npm install --prefix /tmp/hfgguf @huggingface/gguf
+// GSQ_HFGGUF_MODULES points (default: build/npm/node_modules, where scripts/install-deps.sh
+// installs it when npm is present), e.g.
+//   npm install --prefix build/npm @huggingface/gguf@0.4.6
 TEST_CASE("gguf: agrees with @huggingface/gguf", "[gguf]") {
   const char* env = std::getenv("GSQ_HFGGUF_MODULES");
-  const std::string modules = env != nullptr ? env : "/tmp/hfgguf/node_modules";
+#ifdef GSQ_NPM_MODULES
+  const std::string modules = env != nullptr ? env : GSQ_NPM_MODULES;
+#else
+  const std::string modules = env != nullptr ? env : "build/npm/node_modules";
+#endif
   if (!std::ifstream(modules + "/@huggingface/gguf/package.json").good())
-    GSQ_SKIP(
-        "@huggingface/gguf is not installed (npm install --prefix /tmp/hfgguf @huggingface/gguf)");
+    GSQ_SKIP("@huggingface/gguf is not installed in " + modules +
+             " (scripts/install-deps.sh installs it where npm is present)");
   if (std::system("node --version > /dev/null 2>&1") != 0) GSQ_SKIP("node is not installed");
   const char* names[] = {"stories260K.gguf", "rand256-q4_k_m.gguf", "rand256-bf16.gguf",
                          "vocab/ggml-vocab-gpt-2.gguf"};

@@ -1,6 +1,7 @@
 // llama_inference_test.cpp: LlamaRunner (float and GSE) against llama2.c's run.c numerics
 // (Llama2Runner), its bit-identity across ISAs and threads, and the sampler.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -9,6 +10,8 @@
 #include "gsq/models/llama/inference.hpp"
 #include "gsq/models/llama/runner.hpp"
 #include "gsq/models/llama/source.hpp"
+#include "gsq/models/llama/tokenizer.hpp"
+#include "gsq/models/tokenizer/llama2c.hpp"
 #include "models.hpp"
 
 namespace {
@@ -68,6 +71,48 @@ TEST_CASE("LlamaRunner: stories260K in float agrees with run.c's numerics", "[in
   INFO("largest relative logit difference " << worst);
   REQUIRE(tokens == ref_tokens);
   REQUIRE(worst < 1e-5);
+}
+
+TEST_CASE("generate(): stdout as llama2.c's run prints it, prompt and all", "[inference][model]") {
+  const std::string path = gsq::test::model_path("stories260K.bin");
+  const std::string tok_path = gsq::test::model_path("tok512.bin");
+  if (path.empty() || tok_path.empty())
+    GSQ_SKIP("stories260K.bin or tok512.bin not found (set GSQ_MODELS_DIR); skipping");
+  const auto w = gsq::Llama2Weights::load(path);
+  const gsq::Tokenizer tok = gsq::Tokenizer::load(tok_path, w.config().vocab_size);
+  const gsq::Llama2cTokenizer text_tok(tok);
+  for (const std::string prompt : {"", "One day, Tim saw a"}) {
+    // run.c's generate(): the prompt forced, then greedy; stop at BOS; each piece through
+    // decode(prev, next) and safe_printf (a lone byte neither printable nor space is dropped).
+    gsq::Llama2Runner reference(w);
+    const std::vector<int> tokens = tok.encode(prompt, true);
+    std::string want;
+    int token = tokens[0];
+    for (int pos = 0; pos < 200;) {
+      const std::vector<float>& logits = reference.forward(token, pos);
+      const int next = pos + 1 < static_cast<int>(tokens.size())
+                           ? tokens[static_cast<std::size_t>(pos) + 1]
+                           : gsq::Sampler::argmax(logits.data(), w.config().vocab_size);
+      ++pos;
+      if (next == 1) break;
+      const std::string piece = tok.decode(token, next);
+      const bool stray = piece.size() == 1 && !(std::isprint(static_cast<unsigned char>(piece[0])) ||
+                                                std::isspace(static_cast<unsigned char>(piece[0])));
+      if (!stray) want += piece;
+      token = next;
+    }
+    const gsq::Llama2WeightSource source(w);
+    gsq::LlamaRunner runner(source);
+    gsq::SamplerOptions greedy;
+    greedy.temperature = 0.0f;
+    gsq::Sampler sampler(greedy);
+    std::string got;
+    gsq::generate(runner, text_tok, text_tok.encode(prompt, true, false), 200, sampler,
+                  [&got](const std::string& piece) { got += piece; });
+    INFO("prompt '" << prompt << "'");
+    REQUIRE(got.size() > 300);
+    REQUIRE(got == want);
+  }
 }
 
 TEST_CASE("LlamaRunner: the integer engine tracks float on stories260K", "[inference][model]") {

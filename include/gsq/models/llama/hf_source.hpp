@@ -234,6 +234,9 @@ class HfLlamaSource final : public LlamaWeightSource {
 
   const LlamaConfig& config() const noexcept override { return config_; }
 
+  /// The safetensors files (every tensor's name, dtype, shape and bytes).
+  const safetensors::Model& model() const noexcept { return model_; }
+
   /// True when config.json ties the classifier to the embedding (tie_word_embeddings) but the
   /// files also hold an lm_head.weight, which is then not used (as transformers does).
   bool lm_head_ignored() const noexcept { return lm_head_ignored_; }

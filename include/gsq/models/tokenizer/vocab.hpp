@@ -181,10 +181,14 @@ class SpecialTokens {
   std::vector<int> ids_;
 };
 
-/// The id stored under `key`, or `fallback` when absent; must index the vocabulary.
+/// The id stored under `key`, or `fallback` when absent; must index the vocabulary.  The
+/// value 0xFFFFFFFF (-1 as int32, which llama.cpp's converters write for "no such token", e.g.
+/// stories260K.gguf's padding_token_id) means none.
 inline int special_id(const gguf::GgufFile& f, const char* key, int fallback, int n) {
   const gguf::Value* v = f.find(key);
   if (v == nullptr) return fallback < n ? fallback : -1;
+  if (v->type() == gguf::ValueType::kInt32 && v->as_int() == -1) return -1;
+  if (v->type() == gguf::ValueType::kUint32 && v->as_uint() == 0xFFFFFFFFu) return -1;
   const std::uint64_t id = v->as_uint();
   GSQ_CHECK(id < static_cast<std::uint64_t>(n), "tokenizer: ", key, " = ", id,
             " is outside the vocabulary of ", n, " tokens");
