@@ -32,6 +32,25 @@ is_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'
 }
 
+# The npm package of an independent check (tests/gguf_test.cpp): Hugging Face's GGUF reader,
+# pinned, into build/npm of this checkout.  Only where npm and Node >= 20 are already present;
+# without them (or without the npm registry) the check skips and says why.
+NPM_PACKAGES=(@huggingface/gguf@0.4.6)
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+install_npm_packages() {
+  command -v npm >/dev/null 2>&1 || return 0
+  local major
+  major="$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\).*/\1/p')"
+  [[ -n "${major}" && "${major}" -ge 20 ]] || return 0
+  if [[ -f "${ROOT}/build/npm/node_modules/@huggingface/gguf/package.json" ]]; then return 0; fi
+  log "installing npm packages into build/npm: ${NPM_PACKAGES[*]}"
+  mkdir -p "${ROOT}/build/npm"
+  npm install --prefix "${ROOT}/build/npm" --no-audit --no-fund --loglevel=error \
+    "${NPM_PACKAGES[@]}" ||
+    log "warning: npm install failed; the @huggingface/gguf cross-check will skip"
+}
+
 main() {
   if [[ "${1:-}" == "--list" ]]; then
     select_group "${2:-build}"
@@ -51,6 +70,7 @@ main() {
   done
   if [[ ${#missing[@]} -eq 0 ]]; then
     log "all required packages are installed (${1:-build})"
+    install_npm_packages
     return
   fi
   log "installing missing packages: ${missing[*]}"
@@ -63,6 +83,7 @@ main() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y --no-install-recommends "${missing[@]}"
+  install_npm_packages
 }
 
 main "$@"
