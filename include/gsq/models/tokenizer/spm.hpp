@@ -22,10 +22,13 @@ namespace gsq {
 /// vocabulary's add_space_prefix), spaces become "▁" (U+2581), the fragment is cut into UTF-8
 /// characters, and the adjacent pair whose concatenation is a token of highest score (ties: the
 /// leftmost) is merged until no pair is a token.  Each final piece is its token, or else its
-/// bytes as <0xNN> tokens (or the one-byte token, or UNK, in that order of preference).
+/// bytes as <0xNN> tokens (or the one-byte token, or UNK, in that order of preference; a byte
+/// with none of them is dropped, where llama.cpp would throw).
 /// Invalid UTF-8 is cut into single bytes (llama.cpp cuts it by the length its lead byte claims;
 /// the ids differ only there), so it goes through the byte fallback unchanged and decode() gives
-/// the same bytes back.  Cost: O(n log n) in the length of a fragment.
+/// the same bytes back.  (A vocabulary without a "▁" piece, unlike every real one, would send
+/// spaces to the byte fallback as the bytes of "▁", and they would decode as "▁", as in
+/// llama.cpp.)  Cost: O(n log n) in the length of a fragment.
 class SpmTokenizer final : public TextTokenizer {
  public:
   explicit SpmTokenizer(TextVocab vocab) : vocab_(std::move(vocab)) {
@@ -203,9 +206,7 @@ class SpmTokenizer final : public TextTokenizer {
       }
       for (std::size_t k = s.start; k < s.start + s.length; ++k) {
         const int b = byte_token_[static_cast<unsigned char>(text[k])];
-        GSQ_CHECK(b >= 0, "tokenizer: byte 0x", std::hex, static_cast<int>(static_cast<unsigned char>(text[k])),
-                  " has no <0xNN> token and the vocabulary has no UNK");
-        out.push_back(b);
+        if (b >= 0) out.push_back(b);  // no byte piece and no UNK: dropped, as by BpeTokenizer
       }
     }
   }
