@@ -225,17 +225,34 @@ TEST_CASE("phi-3 GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
 }
 
 #if GSQ_HAVE_PCRE2
-TEST_CASE("byte-level BPE GGUF vocabularies give llama.cpp's ids", "[tokenizer]") {
-  // One vocabulary per section, so that each skips on its own when absent.
-  for (const char* name : {"gpt-2", "starcoder", "falcon", "deepseek-coder", "mpt", "refact"}) {
-    SECTION(name) {
-      if (!have_vocab(name)) {
-        WARN("[gsq skipped] vocab/ggml-vocab-" << name << ".gguf(.inp/.out) absent");
-      } else {
-        check_gguf_vocab(name, "bpe");
-      }
-    }
-  }
+TEST_CASE("gpt-2 GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
+  if (!have_vocab("gpt-2")) GSQ_SKIP("vocab/ggml-vocab-gpt-2.gguf(.inp/.out) absent");
+  check_gguf_vocab("gpt-2", "bpe");
+}
+
+TEST_CASE("starcoder GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
+  if (!have_vocab("starcoder")) GSQ_SKIP("vocab/ggml-vocab-starcoder.gguf(.inp/.out) absent");
+  check_gguf_vocab("starcoder", "bpe");
+}
+
+TEST_CASE("falcon GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
+  if (!have_vocab("falcon")) GSQ_SKIP("vocab/ggml-vocab-falcon.gguf(.inp/.out) absent");
+  check_gguf_vocab("falcon", "bpe");
+}
+
+TEST_CASE("deepseek-coder GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
+  if (!have_vocab("deepseek-coder")) GSQ_SKIP("vocab/ggml-vocab-deepseek-coder.gguf(.inp/.out) absent");
+  check_gguf_vocab("deepseek-coder", "bpe");
+}
+
+TEST_CASE("mpt GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
+  if (!have_vocab("mpt")) GSQ_SKIP("vocab/ggml-vocab-mpt.gguf(.inp/.out) absent");
+  check_gguf_vocab("mpt", "bpe");
+}
+
+TEST_CASE("refact GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
+  if (!have_vocab("refact")) GSQ_SKIP("vocab/ggml-vocab-refact.gguf(.inp/.out) absent");
+  check_gguf_vocab("refact", "bpe");
 }
 
 TEST_CASE("smollm splits as starcoder; unknown pre-tokenizers are named", "[tokenizer]") {
