@@ -1,8 +1,8 @@
 // tokenizer_vocab_test.cpp: the text tokenizers of models/tokenizer against llama.cpp's tokenizer
 // tests (ggml-vocab-*.gguf .inp/.out), reference pre-tokenizer splits, libsentencepiece,
 // generated tokenizer.json files, and hostile vocabularies and texts.
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -241,7 +241,8 @@ TEST_CASE("falcon GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
 }
 
 TEST_CASE("deepseek-coder GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
-  if (!have_vocab("deepseek-coder")) GSQ_SKIP("vocab/ggml-vocab-deepseek-coder.gguf(.inp/.out) absent");
+  if (!have_vocab("deepseek-coder"))
+    GSQ_SKIP("vocab/ggml-vocab-deepseek-coder.gguf(.inp/.out) absent");
   check_gguf_vocab("deepseek-coder", "bpe");
 }
 
@@ -258,8 +259,9 @@ TEST_CASE("refact GGUF vocabulary gives llama.cpp's ids", "[tokenizer]") {
 TEST_CASE("smollm splits as starcoder; unknown pre-tokenizers are named", "[tokenizer]") {
   CHECK(gsq::bpe_pre_tokenizer("smollm").patterns == gsq::bpe_pre_tokenizer("starcoder").patterns);
   CHECK(gsq::bpe_pre_tokenizer("refact").patterns == gsq::bpe_pre_tokenizer("starcoder").patterns);
-  CHECK(error_of([] { gsq::bpe_pre_tokenizer("jais-nonsense"); })
-            .find("pre-tokenizer 'jais-nonsense' is not supported") != std::string::npos);
+  CHECK(error_of([] {
+          gsq::bpe_pre_tokenizer("jais-nonsense");
+        }).find("pre-tokenizer 'jais-nonsense' is not supported") != std::string::npos);
 }
 #else
 TEST_CASE("byte-level BPE GGUF vocabularies give llama.cpp's ids", "[tokenizer]") {
@@ -298,8 +300,12 @@ std::string make_tokenizer_json(const gsq::TextVocab& v, bool merges_as_pairs,
     const std::string& t = v.tokens[static_cast<std::size_t>(id)];
     const gsq::TokenType type = v.type(id);
     if (type == gsq::TokenType::kControl || type == gsq::TokenType::kUserDefined) {
-      added.push_back({{"id", id}, {"content", t}, {"special", type == gsq::TokenType::kControl},
-                       {"lstrip", false}, {"rstrip", false}, {"normalized", false}});
+      added.push_back({{"id", id},
+                       {"content", t},
+                       {"special", type == gsq::TokenType::kControl},
+                       {"lstrip", false},
+                       {"rstrip", false},
+                       {"normalized", false}});
     } else {
       vocab[t] = id;
     }
@@ -335,17 +341,18 @@ TEST_CASE("tokenizer.json generated from gpt-2's vocabulary gives the GGUF ids",
   const std::string path = gsq::test::model_path("vocab/ggml-vocab-gpt-2.gguf");
   const gsq::TextVocab v = gsq::vocab_from_gguf(gsq::gguf::GgufFile::open(path));
   const gsq::BpeTokenizer gguf(v);
-  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                     {"trim_offsets", true}, {"use_regex", true}};
+  const nlohmann::json byte_level = {{"type", "ByteLevel"},
+                                     {"add_prefix_space", false},
+                                     {"trim_offsets", true},
+                                     {"use_regex", true}};
   // The same split written as a Split regex before a ByteLevel step without its own regex.
-  const nlohmann::json split = {
-      {"type", "Sequence"},
-      {"pretokenizers",
-       {{{"type", "Split"},
-         {"pattern", {{"Regex", gsq::bpe_patterns::kGpt2}}},
-         {"behavior", "Isolated"},
-         {"invert", false}},
-        {{"type", "ByteLevel"}, {"use_regex", false}}}}};
+  const nlohmann::json split = {{"type", "Sequence"},
+                                {"pretokenizers",
+                                 {{{"type", "Split"},
+                                   {"pattern", {{"Regex", gsq::bpe_patterns::kGpt2}}},
+                                   {"behavior", "Isolated"},
+                                   {"invert", false}},
+                                  {{"type", "ByteLevel"}, {"use_regex", false}}}}};
   const std::vector<VocabCase> cases = read_cases(path);
   for (const bool pairs : {false, true}) {
     for (const nlohmann::json* pre : {&byte_level, &split}) {
@@ -358,14 +365,17 @@ TEST_CASE("tokenizer.json generated from gpt-2's vocabulary gives the GGUF ids",
         INFO("merges as pairs " << pairs << ", text '" << c.text << "'");
         CHECK(hf.encode(c.text, false, false) == c.ids);
       }
-      CHECK(hf.encode("a<|endoftext|>b", false, true) == gguf.encode("a<|endoftext|>b", false, true));
+      CHECK(hf.encode("a<|endoftext|>b", false, true) ==
+            gguf.encode("a<|endoftext|>b", false, true));
     }
   }
   // Errors name the problem.
-  CHECK(error_of([] { gsq::hf_bpe_from_json("{\"model\": ", "x.json"); })
-            .find("'x.json' is not valid JSON") != std::string::npos);
-  CHECK(error_of([] { gsq::hf_bpe_from_json(R"({"model": {"type": "Unigram"}})"); })
-            .find("model type 'Unigram' is not supported") != std::string::npos);
+  CHECK(error_of([] {
+          gsq::hf_bpe_from_json("{\"model\": ", "x.json");
+        }).find("'x.json' is not valid JSON") != std::string::npos);
+  CHECK(error_of([] {
+          gsq::hf_bpe_from_json(R"({"model": {"type": "Unigram"}})");
+        }).find("model type 'Unigram' is not supported") != std::string::npos);
   CHECK(error_of([] {
           gsq::hf_bpe_from_json(
               R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 2}, "merges": []},
@@ -411,8 +421,9 @@ TEST_CASE("libsentencepiece agrees with SpmTokenizer on the LLaMA vocabulary", "
   }
   CHECK(n == kTextsPerVocab);
   CHECK(sp->encode("a<s>b", false, true) == spm.encode("a<s>b", false, true));
-  CHECK(error_of([] { gsq::SentencePieceTokenizer t("/nonexistent/tokenizer.model"); })
-            .find("'/nonexistent/tokenizer.model'") != std::string::npos);
+  CHECK(error_of([] {
+          gsq::SentencePieceTokenizer t("/nonexistent/tokenizer.model");
+        }).find("'/nonexistent/tokenizer.model'") != std::string::npos);
 }
 #else
 TEST_CASE("libsentencepiece agrees with SpmTokenizer on the LLaMA vocabulary", "[tokenizer]") {
@@ -488,8 +499,9 @@ TEST_CASE("hostile vocabularies are rejected with the problem named", "[tokenize
     w.strings("tokenizer.ggml.merges", merges);
     gsq::BpeTokenizer t(gsq::vocab_from_gguf(w.parse()));
   };
-  CHECK(error_of([&] { bpe({"a c"}, "gpt-2"); }).find("merge 0 'a c' names 'c', which is not a token") !=
-        std::string::npos);
+  CHECK(error_of([&] {
+          bpe({"a c"}, "gpt-2");
+        }).find("merge 0 'a c' names 'c', which is not a token") != std::string::npos);
   CHECK(error_of([&] { bpe({"b a"}, "gpt-2"); }).find("makes 'ba', which is not a token") !=
         std::string::npos);
   CHECK(error_of([&] { bpe({"a b"}, "tekken"); }).find("pre-tokenizer 'tekken' is not supported") !=
@@ -500,21 +512,27 @@ TEST_CASE("hostile vocabularies are rejected with the problem named", "[tokenize
 
 TEST_CASE("invalid UTF-8, empty and 100 KB texts", "[tokenizer]") {
   // Texts: invalid bytes in every position, truncated sequences, surrogates, overlong forms.
-  const std::vector<std::string> texts = {
-      std::string("\xff"), std::string("a\x80z"), std::string("\xe2\x96"),
-      std::string("x\xed\xa0\x80y"), std::string("\xc0\xaf \xf4\x90\x80\x80!"),
-      std::string("ok \xf0\x9f\xa6 then", 12), std::string("\0mid\0", 5)};
+  const std::vector<std::string> texts = {std::string("\xff"),
+                                          std::string("a\x80z"),
+                                          std::string("\xe2\x96"),
+                                          std::string("x\xed\xa0\x80y"),
+                                          std::string("\xc0\xaf \xf4\x90\x80\x80!"),
+                                          std::string("ok \xf0\x9f\xa6 then", 12),
+                                          std::string("\0mid\0", 5)};
   std::string big;
   for (int i = 0; big.size() < 100 * 1024; ++i)
-    big += "Word" + std::to_string(i) + (i % 7 == 0 ? ",\n\t  " : " ") + (i % 13 == 0 ? "\xe6\x97\xa5\xe6\x9c\xac " : "");
+    big += "Word" + std::to_string(i) + (i % 7 == 0 ? ",\n\t  " : " ") +
+           (i % 13 == 0 ? "\xe6\x97\xa5\xe6\x9c\xac " : "");
   const std::string long_word(100 * 1024, 'a');
   std::vector<std::pair<std::string, std::unique_ptr<gsq::TextTokenizer>>> toks;
-  for (const char* name : {"llama-spm",
+  for (const char* name : {
+         "llama-spm",
 #if GSQ_HAVE_PCRE2
-                           "gpt-2", "deepseek-coder", "falcon",
+             "gpt-2", "deepseek-coder", "falcon",
 #endif
-                           }) {
-    const std::string path = gsq::test::model_path(std::string("vocab/ggml-vocab-") + name + ".gguf");
+       }) {
+    const std::string path =
+        gsq::test::model_path(std::string("vocab/ggml-vocab-") + name + ".gguf");
     if (!path.empty())
       toks.emplace_back(name, gsq::load_tokenizer(gsq::gguf::GgufFile::open(path)));
   }

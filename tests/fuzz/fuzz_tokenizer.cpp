@@ -123,15 +123,15 @@ void spm_case(gsq::fuzz::Bytes& in) {
 
 #if GSQ_HAVE_PCRE2
 void bpe_case(gsq::fuzz::Bytes& in) {
-  static const char* const kPres[] = {"gpt-2", "starcoder", "falcon", "deepseek-coder",
-                                      "llama-bpe", "qwen2", "mpt", "refact"};
+  static const char* const kPres[] = {"gpt-2",     "starcoder", "falcon", "deepseek-coder",
+                                      "llama-bpe", "qwen2",     "mpt",    "refact"};
   gsq::TextVocab v;
   v.model = "gpt2";
   v.pre = kPres[in.u8() % 8];
   for (int b = 0; b < 256; ++b) {
     std::string piece;
-    gsq::tokenizer_detail::append_utf8(piece,
-                                       gsq::tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(b)));
+    gsq::tokenizer_detail::append_utf8(
+        piece, gsq::tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(b)));
     v.tokens.push_back(piece);
   }
   const int merges = in.u8() % 64;
@@ -161,7 +161,7 @@ void bpe_case(gsq::fuzz::Bytes& in) {
   GSQ_FUZZ_EXPECT(t.decode(ids) == text, "BPE decode(encode(text)) != text");
 }
 #else
-void bpe_case(gsq::fuzz::Bytes&) {}  // no PCRE2 in this build
+void bpe_case(gsq::fuzz::Bytes&) {}   // no PCRE2 in this build
 #endif
 
 const std::string kText =

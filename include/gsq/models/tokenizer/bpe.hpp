@@ -76,9 +76,9 @@ class Pcre2Regex {
   explicit Pcre2Regex(const std::string& pattern) {
     int error = 0;
     PCRE2_SIZE offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset,
-                          nullptr);
+    code_ =
+        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
     if (code_ == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof message);
@@ -196,7 +196,8 @@ class BpeSplitter {
 class BpeTokenizer final : public TextTokenizer {
  public:
   /// The pre-tokenizer named by vocab.pre.
-  explicit BpeTokenizer(const TextVocab& vocab) : BpeTokenizer(vocab, bpe_pre_tokenizer_of(vocab)) {}
+  explicit BpeTokenizer(const TextVocab& vocab)
+      : BpeTokenizer(vocab, bpe_pre_tokenizer_of(vocab)) {}
 
   /// Any pre-tokenizer (tokenizer.json's Split regexes).  Throws std::invalid_argument for an
   /// invalid vocabulary or a merge whose pieces, or whose result, are not tokens.
@@ -206,7 +207,8 @@ class BpeTokenizer final : public TextTokenizer {
     index_ = tokenizer_detail::index_tokens(vocab_);
     for (int b = 0; b < 256; ++b) {
       std::string piece;
-      tokenizer_detail::append_utf8(piece, tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(b)));
+      tokenizer_detail::append_utf8(
+          piece, tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(b)));
       const auto it = index_.find(piece);
       byte_token_[b] = it != index_.end() ? it->second : -1;
       unicode_to_byte_.emplace(tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(b)),
@@ -364,8 +366,8 @@ class BpeTokenizer final : public TextTokenizer {
     if (ignore_merges_) {
       w.encoded.clear();
       for (const char c : word)
-        tokenizer_detail::append_utf8(w.encoded,
-                                      tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(c)));
+        tokenizer_detail::append_utf8(
+            w.encoded, tokenizer_detail::byte_to_unicode(static_cast<unsigned char>(c)));
       const int id = find(w.encoded);
       if (id >= 0) {
         out.push_back(id);
@@ -376,8 +378,9 @@ class BpeTokenizer final : public TextTokenizer {
     w.heap.clear();
     const int n = static_cast<int>(word.size());
     for (int i = 0; i < n; ++i)
-      w.symbols.push_back({byte_token_[static_cast<unsigned char>(word[static_cast<std::size_t>(i)])],
-                           i - 1, i + 1 < n ? i + 1 : -1, 1});
+      w.symbols.push_back(
+          {byte_token_[static_cast<unsigned char>(word[static_cast<std::size_t>(i)])], i - 1,
+           i + 1 < n ? i + 1 : -1, 1});
     for (int i = 1; i < n; ++i) try_pair(w, i - 1, i);
     while (!w.heap.empty()) {
       std::pop_heap(w.heap.begin(), w.heap.end());

@@ -6,11 +6,10 @@
 #if !GSQ_HAVE_JSON
 #error "gsq/models/tokenizer/hf_tokenizer.hpp needs nlohmann/json (gsq::json)"
 #endif
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,14 +43,16 @@ inline void hf_pre_tokenizer(const nlohmann::json& node, std::vector<std::string
   if (type == "Sequence") {
     const nlohmann::json& list = member(node, "pretokenizers", "a Sequence pre_tokenizer");
     GSQ_CHECK(list.is_array(), "tokenizer.json: pretokenizers is not an array");
-    for (const nlohmann::json& child : list) hf_pre_tokenizer(child, patterns, byte_level, depth + 1);
+    for (const nlohmann::json& child : list)
+      hf_pre_tokenizer(child, patterns, byte_level, depth + 1);
   } else if (type == "ByteLevel") {
     byte_level = true;
     if (!node.contains("use_regex") || node.at("use_regex").get<bool>())
       patterns.emplace_back(bpe_patterns::kGpt2);
   } else if (type == "Split") {
     const nlohmann::json& pattern = member(node, "pattern", "a Split pre_tokenizer");
-    const std::string behavior = member(node, "behavior", "a Split pre_tokenizer").get<std::string>();
+    const std::string behavior =
+        member(node, "behavior", "a Split pre_tokenizer").get<std::string>();
     GSQ_CHECK(behavior == "Isolated", "tokenizer.json: Split behavior '", behavior,
               "' is not supported (gsq reads 'Isolated')");
     GSQ_CHECK(!node.contains("invert") || !node.at("invert").get<bool>(),
@@ -64,7 +65,8 @@ inline void hf_pre_tokenizer(const nlohmann::json& node, std::vector<std::string
                          "\\E");
     }
   } else if (type == "Digits") {
-    const bool single = node.contains("individual_digits") && node.at("individual_digits").get<bool>();
+    const bool single =
+        node.contains("individual_digits") && node.at("individual_digits").get<bool>();
     patterns.emplace_back(single ? R"(\p{N})" : R"(\p{N}+)");
   } else {
     GSQ_CHECK(false, "tokenizer.json: pre_tokenizer type '", type, "' is not supported");
@@ -168,13 +170,16 @@ inline HfBpeTokenizerSpec hf_bpe_from_json(const std::string& text,
         v.merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
       }
     }
-    spec.pre.ignore_merges = model.contains("ignore_merges") && !model.at("ignore_merges").is_null() &&
+    spec.pre.ignore_merges = model.contains("ignore_merges") &&
+                             !model.at("ignore_merges").is_null() &&
                              model.at("ignore_merges").get<bool>();
     bool byte_level = false;
     const nlohmann::json& pre = td::member(j, "pre_tokenizer", "the file");
-    GSQ_CHECK(!pre.is_null(), "tokenizer.json: there is no pre_tokenizer (gsq reads byte-level BPE)");
+    GSQ_CHECK(!pre.is_null(),
+              "tokenizer.json: there is no pre_tokenizer (gsq reads byte-level BPE)");
     td::hf_pre_tokenizer(pre, spec.pre.patterns, byte_level);
-    GSQ_CHECK(byte_level, "tokenizer.json: the pre_tokenizer has no ByteLevel step (gsq reads "
+    GSQ_CHECK(byte_level,
+              "tokenizer.json: the pre_tokenizer has no ByteLevel step (gsq reads "
               "byte-level BPE)");
 
     if (j.contains("post_processor") && j.at("post_processor").is_object()) {
@@ -204,8 +209,7 @@ inline HfBpeTokenizerSpec hf_bpe_from_json(const std::string& text,
 /// Reads a tokenizer.json file (at most 1 GiB) and builds its BpeTokenizer.
 inline std::unique_ptr<BpeTokenizer> load_hf_tokenizer_json(const std::string& path) {
   const std::vector<std::uint8_t> bytes = read_file(path, "tokenizer.json", std::uint64_t{1} << 30);
-  HfBpeTokenizerSpec spec =
-      hf_bpe_from_json(std::string(bytes.begin(), bytes.end()), path);
+  HfBpeTokenizerSpec spec = hf_bpe_from_json(std::string(bytes.begin(), bytes.end()), path);
   return std::make_unique<BpeTokenizer>(std::move(spec.vocab), std::move(spec.pre));
 }
 

@@ -33,7 +33,8 @@ inline std::unique_ptr<TextTokenizer> load_tokenizer(const gguf::GgufFile& file)
 #if GSQ_HAVE_PCRE2
   return std::make_unique<BpeTokenizer>(vocab);
 #else
-  GSQ_CHECK(false, "tokenizer: the vocabulary is byte-level BPE ('gpt2'), but this build of gsq "
+  GSQ_CHECK(false,
+            "tokenizer: the vocabulary is byte-level BPE ('gpt2'), but this build of gsq "
             "has no PCRE2 (gsq::pcre2) for its pre-tokenizer");
   return nullptr;
 #endif
@@ -57,14 +58,15 @@ inline std::unique_ptr<TextTokenizer> load_tokenizer(const std::string& path,
   if (got >= 4 && head[0] == 'G' && head[1] == 'G' && head[2] == 'U' && head[3] == 'F')
     return load_tokenizer(gguf::GgufFile::open(path));
   std::size_t first = 0;
-  while (first < got && (head[first] == ' ' || head[first] == '\n' || head[first] == '\r' ||
-                         head[first] == '\t'))
+  while (first < got &&
+         (head[first] == ' ' || head[first] == '\n' || head[first] == '\r' || head[first] == '\t'))
     ++first;
   if (first < got && head[first] == '{') {
 #if GSQ_HAVE_JSON && GSQ_HAVE_PCRE2
     return load_hf_tokenizer_json(path);
 #else
-    GSQ_CHECK(false, "tokenizer: '", path, "' is a Hugging Face tokenizer.json, but this build "
+    GSQ_CHECK(false, "tokenizer: '", path,
+              "' is a Hugging Face tokenizer.json, but this build "
               "of gsq lacks nlohmann/json (gsq::json) or PCRE2 (gsq::pcre2)");
 #endif
   }
@@ -74,7 +76,8 @@ inline std::unique_ptr<TextTokenizer> load_tokenizer(const std::string& path,
 #if GSQ_HAVE_SENTENCEPIECE
     return std::make_unique<SentencePieceTokenizer>(path);
 #else
-    GSQ_CHECK(false, "tokenizer: '", path, "' is a SentencePiece model, but this build of gsq "
+    GSQ_CHECK(false, "tokenizer: '", path,
+              "' is a SentencePiece model, but this build of gsq "
               "has no libsentencepiece (gsq::sentencepiece)");
 #endif
   }

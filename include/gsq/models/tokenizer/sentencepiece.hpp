@@ -33,8 +33,8 @@ class SentencePieceTokenizer final : public TextTokenizer {
   /// libsentencepiece's reason when it cannot.
   explicit SentencePieceTokenizer(const std::string& path) {
     const auto status = sp_.Load(path);
-    GSQ_CHECK(status.ok(), "tokenizer: cannot load SentencePiece model '", path, "': ",
-              status.ToString());
+    GSQ_CHECK(status.ok(), "tokenizer: cannot load SentencePiece model '", path,
+              "': ", status.ToString());
     const int n = sp_.GetPieceSize();
     GSQ_CHECK(n >= 1, "tokenizer: SentencePiece model '", path, "' has no pieces");
     // A TextVocab of the pieces and their kinds, for the special-token split.
@@ -43,12 +43,11 @@ class SentencePieceTokenizer final : public TextTokenizer {
     vocab_.token_types.resize(static_cast<std::size_t>(n));
     for (int id = 0; id < n; ++id) {
       vocab_.tokens[static_cast<std::size_t>(id)] = sp_.IdToPiece(id);
-      vocab_.token_types[static_cast<std::size_t>(id)] =
-          sp_.IsControl(id)   ? TokenType::kControl
-          : sp_.IsUnknown(id) ? TokenType::kUnknown
-          : sp_.IsByte(id)    ? TokenType::kByte
-          : sp_.IsUnused(id)  ? TokenType::kUnused
-                              : TokenType::kNormal;
+      vocab_.token_types[static_cast<std::size_t>(id)] = sp_.IsControl(id)   ? TokenType::kControl
+                                                         : sp_.IsUnknown(id) ? TokenType::kUnknown
+                                                         : sp_.IsByte(id)    ? TokenType::kByte
+                                                         : sp_.IsUnused(id)  ? TokenType::kUnused
+                                                                             : TokenType::kNormal;
     }
     const auto id_or_none = [n](int id) { return id >= 0 && id < n ? id : -1; };
     vocab_.bos = id_or_none(sp_.bos_id());

@@ -177,9 +177,10 @@ class SpmTokenizer final : public TextTokenizer {
     std::priority_queue<Bigram> queue;
     const auto try_pair = [&](int left, int right) {
       if (left < 0 || right < 0) return;
-      const std::size_t len = sym[static_cast<std::size_t>(left)].length +
-                              sym[static_cast<std::size_t>(right)].length;
-      const int id = find(std::string_view(text).substr(sym[static_cast<std::size_t>(left)].start, len));
+      const std::size_t len =
+          sym[static_cast<std::size_t>(left)].length + sym[static_cast<std::size_t>(right)].length;
+      const int id =
+          find(std::string_view(text).substr(sym[static_cast<std::size_t>(left)].start, len));
       if (id >= 0) queue.push({vocab_.score(id), left, len});
     };
     for (int i = 1; i < static_cast<int>(sym.size()); ++i) try_pair(i - 1, i);

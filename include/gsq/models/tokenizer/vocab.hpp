@@ -39,15 +39,15 @@ struct TextVocab {
   std::string model;
   std::string pre;
   std::vector<std::string> tokens;
-  std::vector<float> scores;                                 // empty (all 0) or one per token
-  std::vector<TokenType> token_types;                        // empty (all normal) or one per token
-  std::vector<std::pair<std::string, std::string>> merges;   // BPE, highest priority first
-  std::vector<std::uint8_t> strip_flags;                     // empty or one per token
+  std::vector<float> scores;                                // empty (all 0) or one per token
+  std::vector<TokenType> token_types;                       // empty (all normal) or one per token
+  std::vector<std::pair<std::string, std::string>> merges;  // BPE, highest priority first
+  std::vector<std::uint8_t> strip_flags;                    // empty or one per token
   int bos = -1;
   int eos = -1;
   int unk = -1;
   int pad = -1;
-  bool add_bos = false;           // the model expects BOS first
+  bool add_bos = false;  // the model expects BOS first
   bool add_eos = false;
   bool add_space_prefix = false;  // SentencePiece's dummy prefix: " " before the text
 
@@ -68,16 +68,16 @@ struct TextVocab {
     const std::size_t n = tokens.size();
     GSQ_CHECK(n >= 1 && n <= (std::size_t{1} << 24), "tokenizer: the vocabulary has ", n,
               " tokens, outside [1, 2^24]");
-    GSQ_CHECK(scores.empty() || scores.size() == n, "tokenizer: ", scores.size(),
-              " scores for ", n, " tokens");
-    GSQ_CHECK(token_types.empty() || token_types.size() == n, "tokenizer: ",
-              token_types.size(), " token types for ", n, " tokens");
+    GSQ_CHECK(scores.empty() || scores.size() == n, "tokenizer: ", scores.size(), " scores for ", n,
+              " tokens");
+    GSQ_CHECK(token_types.empty() || token_types.size() == n, "tokenizer: ", token_types.size(),
+              " token types for ", n, " tokens");
     GSQ_CHECK(strip_flags.empty() || strip_flags.size() == n, "tokenizer: ", strip_flags.size(),
               " strip flags for ", n, " tokens");
     for (std::size_t i = 0; i < scores.size(); ++i)
       GSQ_CHECK(std::isfinite(scores[i]), "tokenizer: token ", i, " has score ", scores[i]);
-    const std::pair<const char*, int> ids[] = {{"bos", bos}, {"eos", eos}, {"unk", unk},
-                                               {"pad", pad}};
+    const std::pair<const char*, int> ids[] = {
+        {"bos", bos}, {"eos", eos}, {"unk", unk}, {"pad", pad}};
     for (const auto& [name, id] : ids)
       GSQ_CHECK(id >= -1 && id < size(), "tokenizer: ", name, " id ", id,
                 " is outside the vocabulary of ", n, " tokens");
@@ -173,9 +173,7 @@ class SpecialTokens {
   }
 
  private:
-  static bool is_space(char c) noexcept {
-    return std::isspace(static_cast<unsigned char>(c)) != 0;
-  }
+  static bool is_space(char c) noexcept { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 
   const TextVocab* vocab_ = nullptr;
   std::vector<int> ids_;
@@ -217,8 +215,8 @@ inline TextVocab vocab_from_gguf(const gguf::GgufFile& f) {
   using tokenizer_detail::special_id;
   TextVocab v;
   v.model = f.at("tokenizer.ggml.model").as_string();
-  GSQ_CHECK(v.model == "llama" || v.model == "gpt2", "tokenizer: tokenizer.ggml.model '",
-            v.model, "' is not supported (gsq reads 'llama' and 'gpt2' vocabularies)");
+  GSQ_CHECK(v.model == "llama" || v.model == "gpt2", "tokenizer: tokenizer.ggml.model '", v.model,
+            "' is not supported (gsq reads 'llama' and 'gpt2' vocabularies)");
   if (const gguf::Value* pre = f.find("tokenizer.ggml.pre")) v.pre = pre->as_string();
   const gguf::Value& tokens = f.at("tokenizer.ggml.tokens");
   v.tokens = tokens.strings();
@@ -231,14 +229,13 @@ inline TextVocab vocab_from_gguf(const gguf::GgufFile& f) {
     v.scores = s->floats();
   }
   if (const gguf::Value* t = f.find("tokenizer.ggml.token_type")) {
-    GSQ_CHECK(t->is_array() && t->array_size() == n,
-              "tokenizer: tokenizer.ggml.token_type has ", t->is_array() ? t->array_size() : 1,
-              " entries for ", n, " tokens");
+    GSQ_CHECK(t->is_array() && t->array_size() == n, "tokenizer: tokenizer.ggml.token_type has ",
+              t->is_array() ? t->array_size() : 1, " entries for ", n, " tokens");
     const std::vector<std::int64_t> types = t->ints();
     v.token_types.resize(n);
     for (std::size_t i = 0; i < n; ++i)  // unknown values are "undefined", as in llama.cpp
-      v.token_types[i] = types[i] >= 0 && types[i] <= 6 ? static_cast<TokenType>(types[i])
-                                                        : TokenType::kUndefined;
+      v.token_types[i] =
+          types[i] >= 0 && types[i] <= 6 ? static_cast<TokenType>(types[i]) : TokenType::kUndefined;
   }
   const int size = static_cast<int>(n);
   if (v.model == "llama") {
@@ -270,11 +267,13 @@ inline TextVocab vocab_from_gguf(const gguf::GgufFile& f) {
 
   // llama.cpp forces these markers to control tokens whatever the file says.
   static const char* const kControlNames[] = {
-      "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-      "<EOT>", "<｜end▁of▁sentence｜>", "<|fim_prefix|>", "<fim-prefix>", "<｜fim▁begin｜>",
-      "<PRE>", "<|fim_suffix|>", "<fim-suffix>", "<｜fim▁hole｜>", "<SUF>", "<|fim_middle|>",
-      "<fim-middle>", "<｜fim▁end｜>", "<MID>", "<|fim_pad|>", "<fim-pad>", "<PAD>",
-      "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<|file_sep|>"};
+      "<|eot_id|>",     "<|im_end|>",   "<|end|>",         "<end_of_turn>",
+      "<|endoftext|>",  "<|eom_id|>",   "<EOT>",           "<｜end▁of▁sentence｜>",
+      "<|fim_prefix|>", "<fim-prefix>", "<｜fim▁begin｜>", "<PRE>",
+      "<|fim_suffix|>", "<fim-suffix>", "<｜fim▁hole｜>",  "<SUF>",
+      "<|fim_middle|>", "<fim-middle>", "<｜fim▁end｜>",   "<MID>",
+      "<|fim_pad|>",    "<fim-pad>",    "<PAD>",           "<|fim_repo|>",
+      "<|repo_name|>",  "<fim-repo>",   "<REPO>",          "<|file_sep|>"};
   const std::unordered_map<std::string, int> index = tokenizer_detail::index_tokens(v);
   for (const char* name : kControlNames) {
     const auto it = index.find(name);
@@ -298,7 +297,8 @@ inline TextVocab vocab_from_gguf(const gguf::GgufFile& f) {
         if (it != index.end()) v.strip_flags[static_cast<std::size_t>(it->second)] = 0;
       }
       const auto eos = index.find("</s>");
-      if (eos != index.end()) v.strip_flags[static_cast<std::size_t>(eos->second)] = TextVocab::kRstrip;
+      if (eos != index.end())
+        v.strip_flags[static_cast<std::size_t>(eos->second)] = TextVocab::kRstrip;
     }
   }
   v.validate();
