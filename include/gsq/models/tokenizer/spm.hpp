@@ -102,31 +102,9 @@ class SpmTokenizer final : public TextTokenizer {
 
   std::string token_to_text(int prev, int id) const override {
     check_id(id);
-    const TokenType t = vocab_.type(id);
-    const std::string& s = vocab_.tokens[static_cast<std::size_t>(id)];
-    if (t == TokenType::kControl || t == TokenType::kUnknown) return std::string();
-    if (t == TokenType::kUserDefined) return s;
-    if (t == TokenType::kByte) {
-      unsigned byte = 0;
-      char tail = 0;
-      if (s.size() == 6 && std::sscanf(s.c_str(), "<0x%02X%c", &byte, &tail) == 2 && tail == '>')
-        return std::string(1, static_cast<char>(byte));
-      return s;
-    }
-    std::string text;
-    std::size_t i = 0;
-    if (vocab_.add_space_prefix && (prev < 0 || prev == vocab_.bos) &&
-        s.compare(0, kSpace.size(), kSpace) == 0)
-      i = kSpace.size();  // the dummy prefix
-    for (; i < s.size(); ++i) {
-      if (s.compare(i, kSpace.size(), kSpace) == 0) {
-        text += ' ';
-        i += kSpace.size() - 1;
-      } else {
-        text += s[i];
-      }
-    }
-    return text;
+    return tokenizer_detail::spm_piece_text(
+        vocab_.tokens[static_cast<std::size_t>(id)], vocab_.type(id),
+        vocab_.add_space_prefix && (prev < 0 || prev == vocab_.bos));
   }
 
   bool is_control(int id) const override {

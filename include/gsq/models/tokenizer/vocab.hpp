@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -196,6 +197,35 @@ inline int special_id(const gguf::GgufFile& f, const char* key, int fallback, in
 inline bool flag(const gguf::GgufFile& f, const char* key, bool fallback) {
   const gguf::Value* v = f.find(key);
   return v == nullptr ? fallback : v->as_bool();
+}
+
+/// The text a SentencePiece piece `s` of type t stands for: nothing for control and unknown
+/// tokens, the raw byte of a <0xNN> byte token, a user-defined token verbatim, else the piece
+/// with each "▁" (U+2581) a space, the leading one dropped when `strip_prefix` (the dummy
+/// prefix at the start of the text or after BOS).
+inline std::string spm_piece_text(const std::string& s, TokenType t, bool strip_prefix) {
+  if (t == TokenType::kControl || t == TokenType::kUnknown) return std::string();
+  if (t == TokenType::kUserDefined) return s;
+  if (t == TokenType::kByte) {
+    unsigned byte = 0;
+    char tail = 0;
+    if (s.size() == 6 && std::sscanf(s.c_str(), "<0x%02X%c", &byte, &tail) == 2 && tail == '>')
+      return std::string(1, static_cast<char>(byte));
+    return s;
+  }
+  static constexpr std::string_view kSpace = "\xE2\x96\x81";
+  std::string text;
+  std::size_t i = 0;
+  if (strip_prefix && s.compare(0, kSpace.size(), kSpace) == 0) i = kSpace.size();
+  for (; i < s.size(); ++i) {
+    if (s.compare(i, kSpace.size(), kSpace) == 0) {
+      text += ' ';
+      i += kSpace.size() - 1;
+    } else {
+      text += s[i];
+    }
+  }
+  return text;
 }
 
 }  // namespace tokenizer_detail
