@@ -13,6 +13,9 @@
 //   tinyllama-q4_0  a generated TinyLlama-1.1B-shaped GGUF (LlamaConfig::tinyllama_1_1b(),
 //                   Q4_0 matrices, F32 norms), streamed to a temporary file by GgufWriter row
 //                   by row, deleted afterwards; --tmp DIR chooses the folder (default /tmp)
+// For each file a second child also builds the inference runner on the integer engine
+// (LlamaRunner, GSE W4A8, key/value cache of the config's context) and times 16 tokens: what
+// `gsq generate` holds for a quantized file (the issue: a 1B Q4_K_M model within about 1 GB).
 //   build/release/bench/load_bench [--cases rand256-f32,tinyllama-q4_0] [--tmp DIR]
 // Exit status 1 when a case exceeds the bound.
 #include <sys/resource.h>
@@ -31,6 +34,7 @@
 
 #include "gsq/models/gguf/writer.hpp"
 #include "gsq/models/llama/gguf_source.hpp"
+#include "gsq/models/llama/inference.hpp"
 #include "gsq/models/llama/lora_model.hpp"
 
 #ifndef GSQ_MODELS_DIR
@@ -89,6 +93,34 @@ int child(const std::string& name, const std::string& path) {
   return used <= bound ? 0 : 1;
 }
 
+/// Child: builds the GSE W4A8 inference runner from one file, runs 16 tokens, prints figures.
+int child_generate(const std::string& name, const std::string& path) {
+  const double baseline = vm_rss_mb();
+  const auto t0 = std::chrono::steady_clock::now();
+  const gsq::GgufLlamaSource source(path);
+  gsq::LlamaInferenceOptions o;
+  o.compute = gsq::LlamaCompute::kGse;
+  o.threads = 1;
+  gsq::LlamaRunner runner(source, o);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  int token = 1;
+  for (int pos = 0; pos < 16; ++pos) {
+    const std::vector<float>& logits = runner.forward(token, pos);
+    token = gsq::Sampler::argmax(logits.data(), static_cast<gsq::Index>(logits.size()));
+  }
+  const double ms =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() * 1e3 / 16;
+  const double mb = 1024.0 * 1024.0;
+  std::printf(
+      "%-15s generate (GSE W4A8, 1 thread): peak %8.1f MB above a %5.1f MB baseline  weights "
+      "%8.1f MB  KV cache %7.1f MB (%d positions)  load %.1f s  %.1f ms/token\n",
+      name.c_str(), peak_rss_mb() - baseline, baseline,
+      static_cast<double>(runner.weight_bytes()) / mb,
+      static_cast<double>(runner.cache_bytes()) / mb, runner.context(), load_s, ms);
+  return 0;
+}
+
 /// A uniform value in [-0.035, 0.035) from a hash of (tensor, index): any row is made alone.
 float noise(std::uint64_t tensor, std::uint64_t i) {
   std::uint64_t z = tensor * 0x9E3779B97F4A7C15ull + i + 1;
@@ -139,11 +171,12 @@ void write_tinyllama(const std::string& path) {
   w.write(path);
 }
 
-int run_child(const char* self, const std::string& name, const std::string& path) {
+int run_child(const char* self, const std::string& name, const std::string& path,
+              const char* mode = "--child") {
   std::fflush(stdout);
   const pid_t pid = fork();
   if (pid == 0) {
-    execl(self, self, "--child", name.c_str(), path.c_str(), static_cast<char*>(nullptr));
+    execl(self, self, mode, name.c_str(), path.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   int status = 0;
@@ -155,6 +188,8 @@ int run_child(const char* self, const std::string& name, const std::string& path
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--child") return child(argv[2], argv[3]);
+  if (argc == 4 && std::string(argv[1]) == "--child-generate")
+    return child_generate(argv[2], argv[3]);
   std::string cases = "rand256-f32,tinyllama-q4_0", tmp = "/tmp";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::string(argv[i]) == "--cases") cases = argv[i + 1];
@@ -167,6 +202,7 @@ int main(int argc, char** argv) {
     const std::string path = models + "/rand256-f32.gguf";
     if (std::ifstream(path).good()) {
       failed += run_child("/proc/self/exe", "rand256-f32", path) != 0;
+      failed += run_child("/proc/self/exe", "rand256-f32", path, "--child-generate") != 0;
     } else {
       std::printf("rand256-f32: skipped (%s absent)\n", path.c_str());
     }
@@ -179,6 +215,7 @@ int main(int argc, char** argv) {
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                 peak_rss_mb());
     failed += run_child("/proc/self/exe", "tinyllama-q4_0", path) != 0;
+    failed += run_child("/proc/self/exe", "tinyllama-q4_0", path, "--child-generate") != 0;
     std::remove(path.c_str());
   }
   return failed == 0 ? 0 : 1;
