@@ -1,5 +1,6 @@
 // golden_test.cpp: the promise, tested.  Five fixed-seed training steps of a GSE LoRA layer and
-// of a LoTA layer, and three of a whole LLaMA model, hash to one constant each, the same in every build of the test matrix (GCC, Clang,
+// of a LoTA layer, three of a whole LLaMA model, and 24 tokens of seeded sampling (float and
+// GSE inference), hash to one constant each, the same in every build of the test matrix (GCC, Clang,
 // GSQ_ISA caps, GSQ_DISABLE_SIMD, sanitizers, aarch64 under qemu), on every kernel ISA and
 // thread count; and the layer's outputs and gradients are memcmp-identical across conversion
 // ISA x matmul ISA x threads.
@@ -12,6 +13,7 @@
 
 #include "catch.hpp"
 #include "gsq/detail/rng.hpp"
+#include "gsq/models/llama/inference.hpp"
 #include "gsq/models/llama/lora_model.hpp"
 #include "gsq/nn/lora.hpp"
 #include "gsq/nn/lota.hpp"
@@ -34,6 +36,9 @@ constexpr std::uint64_t kLotaDigest = 0x2d9dfdfee9692924;
 // attention on the integer engine.
 constexpr std::uint64_t kModelDigest = 0x35c9fe4753f37d6a;
 constexpr std::uint64_t kModelGseAttentionDigest = 0x57c61a106f7cc2d3;
+// Seeded sampling of 24 tokens with LlamaRunner (inference_run below), float and GSE W4A8.
+constexpr std::uint64_t kInferenceDigest = 0xa24ff33474936fe1;
+constexpr std::uint64_t kInferenceGseDigest = 0x83f7803a09f682cd;
 // The initial adapters of a fixed seed (the last test case).
 constexpr std::uint64_t kLoraInitDigest = 0x1de0b6659e01f580;
 constexpr std::uint64_t kLotaInitDigest = 0x266495d4421ab1a0;
@@ -234,6 +239,44 @@ std::uint64_t model_run(const Config& config) {
   return d.value();
 }
 
+/// Inference of model_run's model shape (random weights, GQA, head size 24, Llama-3 RoPE
+/// scaling, untied classifier): 24 tokens sampled at temperature 0.9, top-p 0.95, seed 5, the
+/// logits of every position and the tokens digested.
+std::uint64_t inference_run(gsq::LlamaCompute compute, std::optional<Isa> isa, int threads) {
+  gsq::LlamaConfig c;
+  c.dim = 64;
+  c.hidden_dim = 96;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 24;
+  c.vocab_size = 200;
+  c.seq_len = 32;
+  c.rope_theta = 500000.0;
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.original_context = 16;
+  c.tied_classifier = false;
+  gsq::LlamaInferenceOptions o;
+  o.compute = compute;
+  o.isa = isa;
+  o.threads = threads;
+  gsq::LlamaRunner runner(gsq::RandomLlamaWeights(c, 3), o);
+  gsq::SamplerOptions so;
+  so.temperature = 0.9f;
+  so.top_p = 0.95f;
+  so.seed = 5;
+  gsq::Sampler sampler(so);
+  Digest d;
+  int token = 1;
+  for (int pos = 0; pos < 24; ++pos) {
+    const std::vector<float>& logits = runner.forward(token, pos);
+    d.add(logits);
+    token = sampler.sample(logits);
+    d.add(token);
+  }
+  return d.value();
+}
+
 /// A digest as 16 hex digits, as the constants are written.
 std::string hex16(std::uint64_t v) {
   char text[17];
@@ -292,6 +335,23 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
         with_gse.gse_attention = true;
         CHECK(model_run(with_gse) == kModelGseAttentionDigest);
       }
+    }
+  }
+}
+
+TEST_CASE("golden digest: seeded sampling with LlamaRunner hashes to the constants of every build",
+          "[golden]") {
+  const std::uint64_t f = inference_run(gsq::LlamaCompute::kFloat, std::nullopt, 1);
+  const std::uint64_t g = inference_run(gsq::LlamaCompute::kGse, std::nullopt, 1);
+  INFO("inference digests: float 0x" << hex16(f) << ", GSE 0x" << hex16(g));
+  CHECK(f == kInferenceDigest);
+  CHECK(g == kInferenceGseDigest);
+  WARN("golden inference digest: float 0x" << hex16(f) << ", GSE 0x" << hex16(g));
+  CHECK(inference_run(gsq::LlamaCompute::kFloat, std::nullopt, 3) == kInferenceDigest);
+  for (Isa isa : gsq::test::matmul_isas()) {
+    for (int threads : {1, 3}) {
+      INFO(gsq::to_string(isa) << ", " << threads << " threads");
+      CHECK(inference_run(gsq::LlamaCompute::kGse, isa, threads) == kInferenceGseDigest);
     }
   }
 }
