@@ -120,6 +120,41 @@ class InferenceLinear {
     });
   }
 
+  /// Adds a float LoRA adapter, applied unmerged: y = W x + scale * B (A x), with A (rank x in)
+  /// and B (out x rank) row-major.  The base (float or GSE) is unchanged.
+  void set_adapter(std::vector<float>&& a, std::vector<float>&& b, int rank, float scale) {
+    const auto r = static_cast<std::size_t>(std::max(rank, 0));
+    GSQ_CHECK(rank >= 1 && a.size() == r * static_cast<std::size_t>(in_) &&
+                  b.size() == static_cast<std::size_t>(out_) * r,
+              "llama inference: an adapter of rank ", rank, " for a ", out_, " x ", in_,
+              " weight needs ", rank, " x ", in_, " and ", out_, " x ", rank, " values, got ",
+              a.size(), " and ", b.size());
+    GSQ_CHECK(std::isfinite(scale), "llama inference: the adapter scale must be finite");
+    lora_a_ = std::move(a);
+    lora_b_ = std::move(b);
+    lora_rank_ = rank;
+    lora_scale_ = scale;
+  }
+  void clear_adapter() noexcept {
+    lora_a_ = {};
+    lora_b_ = {};
+    lora_rank_ = 0;
+  }
+  bool has_adapter() const noexcept { return lora_rank_ > 0; }
+  int adapter_rank() const noexcept { return lora_rank_; }
+  std::size_t adapter_bytes() const noexcept {
+    return (lora_a_.size() + lora_b_.size()) * sizeof(float);
+  }
+
+  /// y += scale * B (A x) in float (dot products in vmath's fixed order), x the layer's float
+  /// input (in values), h scratch of adapter_rank() floats.  Nothing without an adapter.
+  void add_adapter(const float* x, float* y, float* h) const noexcept {
+    if (lora_rank_ == 0) return;
+    const Index r = lora_rank_;
+    for (Index k = 0; k < r; ++k) h[k] = dot_f32(lora_a_.data() + k * in_, x, in_);
+    for (Index i = 0; i < out_; ++i) y[i] += lora_scale_ * dot_f32(lora_b_.data() + i * r, h, r);
+  }
+
   /// y = W xq for an input already quantized along in (1 x in).
   template <int ABits>
   void apply_gse(const GseView<ABits, 32>& xq, float* y, const MatmulOptions& options) const {
@@ -136,6 +171,9 @@ class InferenceLinear {
   Index out_ = 0, in_ = 0;
   std::vector<float> float_;
   Gse gse_;
+  std::vector<float> lora_a_, lora_b_;  // rank x in, out x rank (empty: no adapter)
+  int lora_rank_ = 0;
+  float lora_scale_ = 0.0f;
 };
 
 }  // namespace detail
@@ -249,6 +287,34 @@ class LlamaRunner {
     }
     return n;
   }
+  /// Applies a float LoRA adapter to linear t (kWq .. kW3) of layer `layer`, unmerged:
+  /// y = W x + scale * B (A x) with A (rank x in) and B (out x rank) row-major, in the
+  /// LlamaWeightSource layout (out x in weights, Meta's q/k row order), on top of the float or
+  /// GSE base.  The adapter runs in float on the layer's unquantized input.  Replaces any
+  /// adapter the linear had.  (models/llama/adapter.hpp's apply_adapter sets a whole
+  /// LlamaAdapter.)
+  void set_adapter(LlamaTensor t, int layer, std::vector<float> a, std::vector<float> b, int rank,
+                   float scale) {
+    linear_of(t, layer).set_adapter(std::move(a), std::move(b), rank, scale);
+    adapter_h_.resize(std::max(adapter_h_.size(), static_cast<std::size_t>(rank)));
+  }
+  /// Removes every adapter.
+  void clear_adapters() noexcept {
+    for (Layer& L : layers_) {
+      for (detail::InferenceLinear* p : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3})
+        p->clear_adapter();
+    }
+  }
+  /// Bytes of the adapters held.
+  std::size_t adapter_bytes() const noexcept {
+    std::size_t n = 0;
+    for (const Layer& L : layers_) {
+      for (const detail::InferenceLinear* p : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w2, &L.w3})
+        n += p->adapter_bytes();
+    }
+    return n;
+  }
+
   std::size_t cache_bytes() const noexcept {
     return (key_cache_.size() + value_cache_.size()) * sizeof(float);
   }
@@ -318,8 +384,41 @@ class LlamaRunner {
   };
   using Target = std::pair<const detail::InferenceLinear*, float*>;
 
-  /// y = W x for each (W, y) of targets, sharing one quantized x in GSE mode.
+  detail::InferenceLinear& linear_of(LlamaTensor t, int layer) {
+    GSQ_CHECK(layer >= 0 && layer < c_.n_layers, "llama inference: layer ", layer,
+              " is outside [0, ", c_.n_layers, ")");
+    Layer& L = layers_[static_cast<std::size_t>(layer)];
+    switch (t) {
+      case LlamaTensor::kWq:
+        return L.wq;
+      case LlamaTensor::kWk:
+        return L.wk;
+      case LlamaTensor::kWv:
+        return L.wv;
+      case LlamaTensor::kWo:
+        return L.wo;
+      case LlamaTensor::kW1:
+        return L.w1;
+      case LlamaTensor::kW2:
+        return L.w2;
+      case LlamaTensor::kW3:
+        return L.w3;
+      default:
+        break;
+    }
+    GSQ_CHECK(false, "llama inference: adapters apply to the seven linears of a layer, not to ",
+              to_string(t));
+    return L.wq;  // not reached
+  }
+
+  /// y = W x (+ the adapter, if any) for each (W, y) of targets, sharing one quantized x in GSE
+  /// mode.
   void apply(std::initializer_list<Target> targets, const float* x, Index in, int abits = 0) {
+    apply_base(targets, x, in, abits);
+    for (const Target& t : targets) t.first->add_adapter(x, t.second, adapter_h_.data());
+  }
+
+  void apply_base(std::initializer_list<Target> targets, const float* x, Index in, int abits) {
     if (options_.compute != LlamaCompute::kGse) {
       for (const Target& t : targets) t.first->apply_float(x, t.second, options_.threads);
       return;
@@ -360,7 +459,7 @@ class LlamaRunner {
   GseTensor<8, 32> embedding_gse_;
   detail::InferenceLinear classifier_;
   std::vector<float> key_cache_, value_cache_;
-  std::vector<float> x_, xb_, xb2_, q_, hb_, hb2_, att_, logits_;
+  std::vector<float> x_, xb_, xb2_, q_, hb_, hb2_, att_, logits_, adapter_h_;
   std::variant<GseTensor<4, 32>, GseTensor<5, 32>, GseTensor<6, 32>, GseTensor<8, 32>> act_;
   MatmulWorkspace workspace_;
   MatmulOptions matmul_;

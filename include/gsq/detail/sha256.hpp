@@ -1,0 +1,152 @@
+// sha256.hpp: SHA-256 (FIPS 180-4) of bytes in memory, streamed, and of a file, as lowercase hex.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "gsq/detail/check.hpp"
+
+namespace gsq::detail {
+
+/// SHA-256 fed in pieces: update() any number of times, then hex() (or digest()) once.
+class Sha256 {
+ public:
+  Sha256() noexcept { reset(); }
+
+  void reset() noexcept {
+    static constexpr std::uint32_t kInit[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                               0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    std::memcpy(h_, kInit, sizeof h_);
+    length_ = 0;
+    used_ = 0;
+  }
+
+  void update(const void* data, std::size_t n) noexcept {
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    length_ += n;
+    while (n > 0) {
+      const std::size_t k = std::min<std::size_t>(n, 64 - used_);
+      std::memcpy(block_ + used_, p, k);
+      used_ += k;
+      p += k;
+      n -= k;
+      if (used_ == 64) {
+        compress(block_);
+        used_ = 0;
+      }
+    }
+  }
+
+  /// The 32-byte digest; the object must be reset() before it is fed again.
+  std::array<std::uint8_t, 32> digest() noexcept {
+    const std::uint64_t bits = length_ * 8;
+    const std::uint8_t one = 0x80, zero = 0;
+    update(&one, 1);
+    while (used_ != 56) update(&zero, 1);
+    std::uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
+    update(len, 8);
+    std::array<std::uint8_t, 32> out{};
+    for (int i = 0; i < 8; ++i) {
+      for (int j = 0; j < 4; ++j) out[4 * i + j] = static_cast<std::uint8_t>(h_[i] >> (24 - 8 * j));
+    }
+    return out;
+  }
+
+  /// The digest as 64 lowercase hex digits.
+  std::string hex() {
+    const std::array<std::uint8_t, 32> d = digest();
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string s;
+    for (std::uint8_t b : d) {
+      s += kHex[b >> 4];
+      s += kHex[b & 15];
+    }
+    return s;
+  }
+
+ private:
+  static std::uint32_t rotr(std::uint32_t x, int n) noexcept { return (x >> n) | (x << (32 - n)); }
+
+  void compress(const std::uint8_t* b) noexcept {
+    static constexpr std::uint32_t kK[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2};
+    std::uint32_t w[64];
+    for (int i = 0; i < 16; ++i) {
+      w[i] = std::uint32_t{b[4 * i]} << 24 | std::uint32_t{b[4 * i + 1]} << 16 |
+             std::uint32_t{b[4 * i + 2]} << 8 | std::uint32_t{b[4 * i + 3]};
+    }
+    for (int i = 16; i < 64; ++i) {
+      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    std::uint32_t a = h_[0], b1 = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6],
+                  h = h_[7];
+    for (int i = 0; i < 64; ++i) {
+      const std::uint32_t t1 =
+          h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[i] + w[i];
+      const std::uint32_t t2 =
+          (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b1) ^ (a & c) ^ (b1 & c));
+      h = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b1;
+      b1 = a;
+      a = t1 + t2;
+    }
+    h_[0] += a;
+    h_[1] += b1;
+    h_[2] += c;
+    h_[3] += d;
+    h_[4] += e;
+    h_[5] += f;
+    h_[6] += g;
+    h_[7] += h;
+  }
+
+  std::uint32_t h_[8];
+  std::uint64_t length_;
+  std::uint8_t block_[64];
+  std::size_t used_;
+};
+
+/// SHA-256 of [data, data + n) as lowercase hex.
+inline std::string sha256_hex(const void* data, std::size_t n) {
+  Sha256 s;
+  s.update(data, n);
+  return s.hex();
+}
+
+/// SHA-256 of a file's bytes as lowercase hex, read in 1 MiB pieces.  Throws
+/// "sha256: cannot open 'path'" or "sha256: error reading 'path'".
+inline std::string sha256_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  GSQ_CHECK(f != nullptr, "sha256: cannot open '", path, "'");
+  Sha256 s;
+  static constexpr std::size_t kChunk = std::size_t{1} << 20;
+  std::string buf(kChunk, '\0');
+  std::size_t n;
+  while ((n = std::fread(&buf[0], 1, kChunk, f)) > 0) s.update(buf.data(), n);
+  const bool error = std::ferror(f) != 0;
+  std::fclose(f);
+  GSQ_CHECK(!error, "sha256: error reading '", path, "'");
+  return s.hex();
+}
+
+}  // namespace gsq::detail
