@@ -9,11 +9,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "gsq/io/file.hpp"
+#include "gsq/models/llama/adapter.hpp"
+#include "gsq/models/llama/base_export.hpp"
+#include "gsq/models/llama/export.hpp"
 #include "gsq/models/llama/inference.hpp"
 #include "gsq/models/llama/load.hpp"
 #include "gsq/models/llama/ops.hpp"
@@ -174,6 +178,38 @@ const std::vector<OptionSpec> kModelOptions = {
     {"--threads", "N", "0", "threads; 0 lets gsq choose"},
 };
 
+const OptionSpec kLoraOption = {
+    "--lora", "DIR|FILE", "",
+    "a LoRA adapter: a llama.cpp adapter .gguf or a PEFT directory (adapter_config.json + "
+    "adapter_model.safetensors), applied on top of the base as trained (not merged)"};
+
+/// The adapter at `path`: a PEFT directory or a llama.cpp adapter GGUF, checked against the
+/// model's shapes.  Warns when it records another base than the model's file.
+gsq::LlamaAdapter load_adapter(const std::string& path, const gsq::LlamaModelFiles& m) {
+  const gsq::LlamaConfig& c = m.weights->config();
+  gsq::LlamaAdapter a = gsq::detail::is_directory(path) ? gsq::read_peft_adapter(path, c)
+                                                        : gsq::read_adapter_gguf(path, c);
+  if (!a.base_sha256.empty()) {
+    const std::string base = gsq::base_model_sha256(m.path);
+    if (base != a.base_sha256)
+      std::fprintf(stderr,
+                   "gsq: warning: %s was trained on a base with sha256 %s (%s), not on %s "
+                   "(sha256 %s)\n",
+                   path.c_str(), a.base_sha256.c_str(), a.base_format.c_str(), m.path.c_str(),
+                   base.c_str());
+  }
+  return a;
+}
+
+/// Applies --lora to the runner when given.
+void apply_lora_option(const Options& o, const gsq::LlamaModelFiles& m, gsq::LlamaRunner& r) {
+  if (!o.has("--lora")) return;
+  const gsq::LlamaAdapter a = load_adapter(o.str("--lora"), m);
+  gsq::apply_adapter(r, a);
+  std::fprintf(stderr, "gsq: adapter %s: rank %d, alpha %g, %zu targets\n", o.str("--lora").c_str(),
+               a.rank, static_cast<double>(a.alpha), a.targets.size());
+}
+
 std::vector<OptionSpec> with_model_options(std::vector<OptionSpec> own) {
   std::vector<OptionSpec> all = kModelOptions;
   all.insert(all.end(), own.begin(), own.end());
@@ -231,6 +267,7 @@ int cmd_info(int argc, char** argv) {
 int cmd_generate(int argc, char** argv) {
   const Options o("generate",
                   with_model_options({
+                      kLoraOption,
                       {"--prompt", "TEXT", "", "text to continue (default: none, start at BOS)"},
                       {"-n", "N", "256",
                        "steps: positions run, prompt included, as llama2.c's run -n counts them"},
@@ -261,6 +298,7 @@ int cmd_generate(int argc, char** argv) {
                  io.context, c.seq_len);
   const auto t_load = std::chrono::steady_clock::now();
   gsq::LlamaRunner runner(*m.weights, io);
+  apply_lora_option(o, m, runner);
   std::fprintf(stderr, "gsq: %s loaded in %.2f s, %s, weights %.1f MB\n", m.path.c_str(),
                seconds_since(t_load), describe_compute(io).c_str(),
                static_cast<double>(runner.weight_bytes()) / 1e6);
@@ -287,6 +325,7 @@ int cmd_eval(int argc, char** argv) {
   const Options o(
       "eval",
       with_model_options({
+          kLoraOption,
           {"--data", "FILE", "", "UTF-8 text to score"},
           {"--seq", "N", "0", "tokens per window; 0 = min(context, 512)"},
           {"--score", "all|second-half", "all",
@@ -327,6 +366,7 @@ int cmd_eval(int argc, char** argv) {
   gsq::LlamaInferenceOptions io = inference_options(o, m);
   io.context = std::max(seq, c.seq_len);
   gsq::LlamaRunner runner(*m.weights, io);
+  apply_lora_option(o, m, runner);
   const int first_scored = rule == "all" ? 0 : seq / 2 - 1;
   double total = 0;
   long long scored = 0;
@@ -354,6 +394,94 @@ int cmd_eval(int argc, char** argv) {
   return 0;
 }
 
+// ---- export ----------------------------------------------------------------------------------
+
+/// The frozen GSE base of `source` at WBits as a Q4_0 (4 bits) or Q8_0 (8 bits) GGUF.
+template <int WBits>
+void export_base(const std::string& out, const gsq::LlamaWeightSource& source,
+                 const gsq::gguf::GgufFile* tokenizer_from, int threads) {
+  gsq::LoraOptions options;
+  options.matmul.threads = threads;
+  const gsq::LlamaLoraModel<gsq::LoraLinear<WBits, 8, 8, 8, 32>> model(source, options);
+  const gsq::BaseExport report = gsq::write_base_gguf(out, model, source, tokenizer_from);
+  std::fprintf(stderr, "gsq export: %d tensors as GSE blocks (exact), %zu as F32\n",
+               report.block_tensors, report.f32_tensors.size());
+}
+
+int cmd_export(int argc, char** argv) {
+  const Options o(
+      "export",
+      with_model_options({
+          kLoraOption,
+          {"--out", "FILE", "", "the file to write"},
+          {"--format", "gguf|llama2c", "gguf", "GGUF (llama.cpp) or a llama2.c .bin"},
+          {"--type", "f32|f16|q8_0", "f32", "GGUF matrix type of the merged model"},
+          {"--base-only", "", "",
+           "write the frozen base exactly as gsq trains on it: GSE-INT4 as Q4_0 (or "
+           "--base-bits 8 as Q8_0), bit for bit; no adapter"},
+          {"--base-bits", "4|8", "4", "bits of the frozen base for --base-only"},
+      }),
+      argc, argv, 2);
+  if (o.help()) {
+    o.print_help("--model PATH [--lora DIR|FILE] --out FILE [--format gguf|llama2c] [--type T]",
+                 "Writes the model with the adapter merged (W + alpha/r B A, in double, rounded "
+                 "once to float), or with --base-only the exact frozen base the adapters were "
+                 "trained against.  GGUF output keeps the source GGUF's tokenizer metadata.");
+    return 0;
+  }
+  const gsq::LlamaModelFiles m = gsq::open_llama_model(o.required("--model"), o.str("--tokenizer"));
+  const std::string out = o.required("--out");
+  const std::string format = o.str("--format");
+  if (format != "gguf" && format != "llama2c")
+    throw std::invalid_argument("gsq export: --format is gguf or llama2c, not '" + format + "'");
+  const gsq::gguf::GgufFile* tokenizer_from = nullptr;
+  if (const auto* g = dynamic_cast<const gsq::GgufLlamaSource*>(m.weights.get()))
+    tokenizer_from = &g->file();
+  if (format == "gguf" && tokenizer_from == nullptr)
+    std::fprintf(stderr, "gsq export: warning: the model is not a GGUF file, so the output has "
+                         "no tokenizer metadata\n");
+  const int threads = static_cast<int>(o.integer("--threads", 0, 1024));
+  if (o.has("--base-only")) {
+    if (o.has("--lora") || format != "gguf")
+      throw std::invalid_argument("gsq export: --base-only writes a GGUF base without adapters");
+    const long long bits = o.integer("--base-bits", 4, 8);
+    if (bits == 4) {
+      export_base<4>(out, *m.weights, tokenizer_from, threads);
+    } else if (bits == 8) {
+      export_base<8>(out, *m.weights, tokenizer_from, threads);
+    } else {
+      throw std::invalid_argument("gsq export: --base-bits is 4 (Q4_0) or 8 (Q8_0)");
+    }
+    std::printf("%s\n", out.c_str());
+    return 0;
+  }
+  std::unique_ptr<gsq::LlamaAdapter> adapter;
+  std::unique_ptr<gsq::LoraMergedSource> merged;
+  const gsq::LlamaWeightSource* source = m.weights.get();
+  if (o.has("--lora")) {
+    adapter = std::make_unique<gsq::LlamaAdapter>(load_adapter(o.str("--lora"), m));
+    merged = std::make_unique<gsq::LoraMergedSource>(*m.weights, *adapter);
+    source = merged.get();
+  }
+  if (format == "llama2c") {
+    gsq::write_llama2c(out, *source);
+  } else {
+    const std::string type = o.str("--type");
+    gsq::gguf::GgmlType t = gsq::gguf::GgmlType::kF32;
+    if (type == "f16") {
+      t = gsq::gguf::GgmlType::kF16;
+    } else if (type == "q8_0") {
+      t = gsq::gguf::GgmlType::kQ8_0;
+    } else if (type != "f32") {
+      throw std::invalid_argument("gsq export: --type is f32, f16 or q8_0, not '" + type + "'");
+    }
+    gsq::write_llama_gguf(out, *source, t, tokenizer_from,
+                          adapter ? "gsq merged LoRA" : "gsq export");
+  }
+  std::printf("%s\n", out.c_str());
+  return 0;
+}
+
 void usage(std::FILE* f) {
   std::fprintf(f,
                "gsq %d.%d.%d: integer LoRA fine-tuning and inference of LLaMA-family models\n"
@@ -362,6 +490,8 @@ void usage(std::FILE* f) {
                "  info      the model's architecture, tensor types and sizes\n"
                "  generate  generate text (greedy, temperature, top-p)\n"
                "  eval      next-token loss and perplexity over a text file\n"
+               "  export    write the model with an adapter merged (GGUF F32/F16/Q8_0, llama2.c),\n"
+               "            or the exact frozen GSE base as Q4_0/Q8_0\n"
                "models: a .gguf file (F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K), a\n"
                "Hugging Face LlamaForCausalLM directory (safetensors F32/F16/BF16), or a llama2.c\n"
                ".bin checkpoint\n",
@@ -380,6 +510,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return cmd_info(argc, argv);
     if (cmd == "generate") return cmd_generate(argc, argv);
     if (cmd == "eval") return cmd_eval(argc, argv);
+    if (cmd == "export") return cmd_export(argc, argv);
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {
       usage(stdout);
       return 0;

@@ -51,6 +51,22 @@ check "info: Q4_K tensors" grep -q 'Q4_K x' "${WORK}/info.txt"
 "${GSQ}" generate --model "${MODELS}/rand256-q4_k_m.gguf" -n 8 --seed 3 >"${WORK}/q4.txt" 2>"${WORK}/q4.err"
 check "Q4_K_M generates on the integer engine" grep -q 'GSE W4A8' "${WORK}/q4.err"
 
+# export: the F32 GGUF and the llama2.c .bin written from the GGUF tell the same story; the
+# exact frozen base (Q4_0/Q8_0 blocks) on the integer engine tells the story the F32 file tells
+# with --gse 4-8, byte for byte (its blocks are the engine's own GSE codes).
+"${GSQ}" export --model "${MODELS}/stories260K.gguf" --out "${WORK}/f32.gguf" >/dev/null 2>&1
+gen --model "${WORK}/f32.gguf" >"${WORK}/export-f32.txt"
+check "export: F32 GGUF tells the story" cmp "${WORK}/bin.txt" "${WORK}/export-f32.txt"
+"${GSQ}" export --model "${MODELS}/stories260K.gguf" --format llama2c --out "${WORK}/x.bin" >/dev/null
+gen --model "${WORK}/x.bin" --tokenizer "${MODELS}/tok512.bin" >"${WORK}/export-bin.txt"
+check "export: llama2.c .bin tells the story" cmp "${WORK}/bin.txt" "${WORK}/export-bin.txt"
+"${GSQ}" export --model "${MODELS}/stories260K.gguf" --base-only --out "${WORK}/base.gguf" >/dev/null 2>&1
+"${GSQ}" info --model "${WORK}/base.gguf" >"${WORK}/base-info.txt"
+check "export --base-only: Q4_0 blocks" grep -q 'Q4_0 x 30' "${WORK}/base-info.txt"
+gen --model "${WORK}/base.gguf" >"${WORK}/base.txt"
+gen --model "${MODELS}/stories260K.gguf" --gse 4-8 >"${WORK}/gse.txt"
+check "export --base-only: the exact base on the engine" cmp "${WORK}/base.txt" "${WORK}/gse.txt"
+
 # Errors are named, with exit status 1.
 expect_error() {  # expect_error TEXT COMMAND...
   local want="$1"; shift

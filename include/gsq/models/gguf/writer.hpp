@@ -170,6 +170,48 @@ class GgufWriter {
   /// An array of numbers or bools: element type `elem` (not string or array), each value given
   /// as the integer bits to store (float32 and float64 as their bit patterns, signed integers
   /// two's complement).  The typed helpers below are easier.
+  /// Copies metadata value v (read by GgufFile) under its own key.  Arrays of arrays are an
+  /// error: gsq's reader does not keep their elements.
+  void add_value(const Value& v) {
+    const std::string& k = v.key();
+    switch (v.type()) {
+      case ValueType::kString:
+        return add_string(k, v.as_string());
+      case ValueType::kBool:
+        return add_bool(k, v.as_bool());
+      case ValueType::kFloat32:
+        return add_float32(k, static_cast<float>(v.as_float()));
+      case ValueType::kFloat64:
+        return add_float64(k, v.as_float());
+      case ValueType::kUint8:
+        return add_uint8(k, static_cast<std::uint8_t>(v.as_uint()));
+      case ValueType::kInt8:
+        return add_int8(k, static_cast<std::int8_t>(v.as_int()));
+      case ValueType::kUint16:
+        return add_uint16(k, static_cast<std::uint16_t>(v.as_uint()));
+      case ValueType::kInt16:
+        return add_int16(k, static_cast<std::int16_t>(v.as_int()));
+      case ValueType::kUint32:
+        return add_uint32(k, static_cast<std::uint32_t>(v.as_uint()));
+      case ValueType::kInt32:
+        return add_int32(k, static_cast<std::int32_t>(v.as_int()));
+      case ValueType::kUint64:
+        return add_uint64(k, v.as_uint());
+      case ValueType::kInt64:
+        return add_int64(k, v.as_int());
+      case ValueType::kArray:
+        break;
+    }
+    const ValueType e = v.element_type();
+    if (e == ValueType::kString) return add_strings(k, v.strings());
+    if (e == ValueType::kFloat32) return add_floats(k, v.floats());
+    GSQ_CHECK(detail::is_integer(e), "gguf writer: cannot copy key '", k, "' (", v.describe(),
+              ")");
+    std::vector<std::uint64_t> bits;
+    for (std::int64_t x : v.ints()) bits.push_back(static_cast<std::uint64_t>(x));
+    add_array_bits(k, e, bits);
+  }
+
   void add_array_bits(const std::string& key, ValueType elem,
                       const std::vector<std::uint64_t>& bits) {
     const int w8 = detail::scalar_bytes(elem);

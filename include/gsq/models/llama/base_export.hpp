@@ -14,6 +14,7 @@
 #include "gsq/models/gguf/ggml_types.hpp"
 #include "gsq/models/gguf/writer.hpp"
 #include "gsq/models/llama/config.hpp"
+#include "gsq/models/llama/export.hpp"
 #include "gsq/models/llama/lora_model.hpp"
 #include "gsq/models/llama/source.hpp"
 #include "gsq/nn/lora.hpp"
@@ -87,50 +88,6 @@ bool gse_to_ggml_blocks(int bits, Index lines, Index length, int offset, Code co
   return true;
 }
 
-/// Copies metadata value v into w under its own key (arrays of arrays are skipped: gsq's reader
-/// does not keep them).
-inline void copy_gguf_value(const gguf::Value& v, gguf::GgufWriter& w) {
-  using gguf::ValueType;
-  const std::string& k = v.key();
-  switch (v.type()) {
-    case ValueType::kString:
-      return w.add_string(k, v.as_string());
-    case ValueType::kBool:
-      return w.add_bool(k, v.as_bool());
-    case ValueType::kFloat32:
-      return w.add_float32(k, static_cast<float>(v.as_float()));
-    case ValueType::kFloat64:
-      return w.add_float64(k, v.as_float());
-    case ValueType::kUint8:
-      return w.add_uint8(k, static_cast<std::uint8_t>(v.as_uint()));
-    case ValueType::kInt8:
-      return w.add_int8(k, static_cast<std::int8_t>(v.as_int()));
-    case ValueType::kUint16:
-      return w.add_uint16(k, static_cast<std::uint16_t>(v.as_uint()));
-    case ValueType::kInt16:
-      return w.add_int16(k, static_cast<std::int16_t>(v.as_int()));
-    case ValueType::kUint32:
-      return w.add_uint32(k, static_cast<std::uint32_t>(v.as_uint()));
-    case ValueType::kInt32:
-      return w.add_int32(k, static_cast<std::int32_t>(v.as_int()));
-    case ValueType::kUint64:
-      return w.add_uint64(k, v.as_uint());
-    case ValueType::kInt64:
-      return w.add_int64(k, v.as_int());
-    case ValueType::kArray:
-      break;
-  }
-  const ValueType e = v.element_type();
-  if (e == ValueType::kString) return w.add_strings(k, v.strings());
-  if (e == ValueType::kFloat32) return w.add_floats(k, v.floats());
-  if (gguf::detail::is_integer(e)) {
-    std::vector<std::uint64_t> bits;
-    for (std::int64_t x : v.ints()) bits.push_back(static_cast<std::uint64_t>(x));
-    return w.add_array_bits(k, e, bits);
-  }
-  GSQ_CHECK(e == ValueType::kArray, "base export: cannot copy key '", k, "' (", v.describe(), ")");
-}
-
 }  // namespace detail
 
 /// Writes the frozen base of `model` (LoraLinear layers, groups of 32) as a complete llama GGUF
@@ -157,35 +114,7 @@ BaseExport write_base_gguf(const std::string& path,
   using gguf::GgmlType;
   BaseExport report;
   gguf::GgufWriter w;
-  w.add_string("general.architecture", "llama");
-  w.add_string("general.name", "gsq frozen GSE base");
-  w.add_uint32("general.file_type", WBits <= 4 ? 2u : 7u);
-  w.add_uint32("general.quantization_version", 2);
-  const std::string p = "llama.";
-  w.add_uint32(p + "context_length", static_cast<std::uint32_t>(c.seq_len));
-  w.add_uint32(p + "embedding_length", static_cast<std::uint32_t>(c.dim));
-  w.add_uint32(p + "feed_forward_length", static_cast<std::uint32_t>(c.hidden_dim));
-  w.add_uint32(p + "block_count", static_cast<std::uint32_t>(c.n_layers));
-  w.add_uint32(p + "attention.head_count", static_cast<std::uint32_t>(c.n_heads));
-  w.add_uint32(p + "attention.head_count_kv", static_cast<std::uint32_t>(c.n_kv_heads));
-  const auto head = static_cast<std::uint32_t>(c.head_size());
-  if (c.head_dim != 0) {
-    w.add_uint32(p + "attention.key_length", head);
-    w.add_uint32(p + "attention.value_length", head);
-  }
-  w.add_uint32(p + "rope.dimension_count", head);
-  w.add_float32(p + "rope.freq_base", static_cast<float>(c.rope_theta));
-  w.add_float32(p + "attention.layer_norm_rms_epsilon", c.norm_eps);
-  w.add_uint32(p + "vocab_size", static_cast<std::uint32_t>(c.vocab_size));
-  if (tokenizer_from != nullptr) {
-    if (const gguf::Value* tok = tokenizer_from->find("tokenizer.ggml.tokens"))
-      GSQ_CHECK(tok->strings().size() == static_cast<std::size_t>(c.vocab_size),
-                "base export: the tokenizer has ", tok->strings().size(),
-                " tokens, the model's vocabulary ", c.vocab_size);
-    for (const gguf::Value& v : tokenizer_from->metadata()) {
-      if (v.key().compare(0, 10, "tokenizer.") == 0) detail::copy_gguf_value(v, w);
-    }
-  }
+  add_llama_metadata(w, c, "gsq frozen GSE base", WBits <= 4 ? 2u : 7u, tokenizer_from);
 
   auto f32 = [&](const std::string& name, Index rows, Index cols, std::vector<float> values) {
     w.add_tensor(name, GgmlType::kF32, {cols, rows}, values);

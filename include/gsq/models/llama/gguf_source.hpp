@@ -124,6 +124,40 @@ inline LlamaConfig llama_config(const gguf::GgufFile& f) {
   return c;
 }
 
+/// The GGUF name of tensor t of layer `layer` in llama.cpp's llama architecture
+/// ("blk.3.attn_q.weight"; w1 is ffn_gate, w2 ffn_down, w3 ffn_up).  The classifier of a tied
+/// model is token_embd.weight.
+inline std::string llama_gguf_tensor_name(const LlamaConfig& c, LlamaTensor t, int layer) {
+  auto blk = [layer](const char* n) { return "blk." + std::to_string(layer) + "." + n; };
+  switch (t) {
+    case LlamaTensor::kTokenEmbedding:
+      return "token_embd.weight";
+    case LlamaTensor::kClassifier:
+      return c.tied_classifier ? "token_embd.weight" : "output.weight";
+    case LlamaTensor::kRmsFinal:
+      return "output_norm.weight";
+    case LlamaTensor::kRmsAtt:
+      return blk("attn_norm.weight");
+    case LlamaTensor::kWq:
+      return blk("attn_q.weight");
+    case LlamaTensor::kWk:
+      return blk("attn_k.weight");
+    case LlamaTensor::kWv:
+      return blk("attn_v.weight");
+    case LlamaTensor::kWo:
+      return blk("attn_output.weight");
+    case LlamaTensor::kRmsFfn:
+      return blk("ffn_norm.weight");
+    case LlamaTensor::kW1:
+      return blk("ffn_gate.weight");
+    case LlamaTensor::kW2:
+      return blk("ffn_down.weight");
+    case LlamaTensor::kW3:
+      return blk("ffn_up.weight");
+  }
+  return {};
+}
+
 /// A GGUF llama model as a weight source: owns the GgufFile and decodes one tensor per read()
 /// (memory: that tensor's floats plus at most a 1 MiB chunk of its bytes).  Every tensor the
 /// config needs is checked when the source is made: present, of a type gsq decodes, and of the
@@ -150,34 +184,7 @@ class GgufLlamaSource final : public LlamaWeightSource {
   /// The GGUF name of tensor t of layer `layer` ("blk.3.attn_q.weight").  The classifier of a
   /// tied model is token_embd.weight.
   std::string tensor_name(LlamaTensor t, int layer) const {
-    auto blk = [layer](const char* n) { return "blk." + std::to_string(layer) + "." + n; };
-    switch (t) {
-      case LlamaTensor::kTokenEmbedding:
-        return "token_embd.weight";
-      case LlamaTensor::kClassifier:
-        return config_.tied_classifier ? "token_embd.weight" : "output.weight";
-      case LlamaTensor::kRmsFinal:
-        return "output_norm.weight";
-      case LlamaTensor::kRmsAtt:
-        return blk("attn_norm.weight");
-      case LlamaTensor::kWq:
-        return blk("attn_q.weight");
-      case LlamaTensor::kWk:
-        return blk("attn_k.weight");
-      case LlamaTensor::kWv:
-        return blk("attn_v.weight");
-      case LlamaTensor::kWo:
-        return blk("attn_output.weight");
-      case LlamaTensor::kRmsFfn:
-        return blk("ffn_norm.weight");
-      case LlamaTensor::kW1:
-        return blk("ffn_gate.weight");
-      case LlamaTensor::kW2:
-        return blk("ffn_down.weight");
-      case LlamaTensor::kW3:
-        return blk("ffn_up.weight");
-    }
-    return {};
+    return llama_gguf_tensor_name(config_, t, layer);
   }
 
   void read(LlamaTensor t, int layer, std::vector<float>& out) const override {
