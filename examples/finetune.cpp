@@ -8,10 +8,15 @@
 // fp32 model's held-out loss is the floor, and adapters trained on that text (next-token
 // cross-entropy, i.e. distillation) recover part of what 4 bits lost.  With --data, the same
 // comparison fine-tunes on the user's own text.  Every configuration trains in a forked child,
-// so that the peak RSS it reports is its own.  Without the model on disk, a small LLaMA is first
-// pretrained on a generated corpus (finetune/fallback.hpp) and the same pipeline runs on it.
+// so that the peak RSS it reports is its own.  The model ships in the repository (models/,
+// sha256-checked at load; finetune/export.hpp says where else it looks).  There is no synthetic
+// stand-in any more: with the model committed, a missing file is an error that says where to get
+// it, not a reason to pretrain a noise-sized model whose 4-bit gap shows nothing.
 //
-// Outputs (in --out, default finetune_out/): table.md, table.csv, sweep.csv, sweep.svg.
+// Outputs (in --out, default finetune_out/): table.md, table.csv, sweep.csv, sweep.svg;
+// gsq888_merged.bin (llama2.c, adapters folded in); for llama.cpp, PEFT and gsq, the GSQ 8-8-8
+// row's exact frozen base base-q4_0.gguf (with the tokenizer) and its adapter as adapter.gguf and
+// peft/.  The program prints the commands that run them.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -28,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "finetune/fallback.hpp"
+#include "finetune/export.hpp"
 #include "finetune/report.hpp"
 #include "finetune/train.hpp"
 #include "gsq/models/llama/runner.hpp"
@@ -57,8 +62,9 @@ struct Settings {
 void usage() {
   std::printf(
       "usage: finetune [options]\n"
-      "  --model PATH       llama2.c checkpoint (default: $GSQ_MODELS_DIR/stories260K.bin, else\n"
-      "                     ../shared/models/stories260K.bin)\n"
+      "  --model PATH       llama2.c checkpoint (default: stories260K.bin from $GSQ_MODELS_DIR,\n"
+      "                     else ../shared/models, else the repository's models/, else ./models;\n"
+      "                     a file named stories260K.bin or tok512.bin must have its sha256)\n"
       "  --tokenizer PATH   its tokenizer (default: tok512.bin beside the model)\n"
       "  --data FILE        fine-tune on this text (90 %% train, 10 %% held out) instead of\n"
       "                     text the fp32 model writes\n"
@@ -91,8 +97,6 @@ long long parse_number(const std::string& option, const std::string& value) {
 
 Settings parse_args(int argc, char** argv) {
   Settings s;
-  const char* dir = std::getenv("GSQ_MODELS_DIR");
-  s.model = std::string(dir != nullptr ? dir : "../shared/models") + "/stories260K.bin";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -132,6 +136,7 @@ Settings parse_args(int argc, char** argv) {
       throw std::invalid_argument("unknown option " + arg + " (see --help)");
     }
   }
+  if (s.model.empty()) s.model = finetune::find_model();
   if (s.tokenizer.empty()) {
     const std::size_t slash = s.model.find_last_of('/');
     s.tokenizer = (slash == std::string::npos ? "" : s.model.substr(0, slash + 1)) + "tok512.bin";
@@ -152,16 +157,22 @@ Settings parse_args(int argc, char** argv) {
 
 struct Model {
   gsq::Llama2Weights weights;
+  std::shared_ptr<const gsq::Tokenizer> tokenizer;
   std::string description;
   std::function<std::string(const std::vector<int>&)> decode;
   std::function<std::vector<int>(const std::string&)> encode_words;  // for --data
 };
 
 Model load_stories260k(const Settings& s) {
+  for (const std::string& path : {s.model, s.tokenizer})
+    GSQ_CHECK(finetune::is_file(path), "models: no file '", path, "' (see --model, --tokenizer)");
+  finetune::verify_known_file(s.model);
+  finetune::verify_known_file(s.tokenizer);
   Model m;
   m.weights = gsq::Llama2Weights::load(s.model);
-  auto tok = std::make_shared<gsq::Tokenizer>(
+  auto tok = std::make_shared<const gsq::Tokenizer>(
       gsq::Tokenizer::load(s.tokenizer, m.weights.config().vocab_size));
+  m.tokenizer = tok;
   m.description = s.model + " (llama2.c, " + std::to_string(m.weights.config().dim) + " dim, " +
                   std::to_string(m.weights.config().n_layers) + " layers, vocab " +
                   std::to_string(m.weights.config().vocab_size) + ")";
@@ -169,44 +180,6 @@ Model load_stories260k(const Settings& s) {
   // The tokenizer's pieces never hold a space after their first byte, so encoding word by word
   // (each with its dummy-prefix space) gives the tokens of the whole text, in linear time.
   m.encode_words = [tok](const std::string& word) { return tok->encode(word, false); };
-  return m;
-}
-
-/// The fresh-machine path: pretrain a small LLaMA on generated stories (finetune/fallback.hpp).
-Model pretrain_fallback(const Settings& s) {
-  const std::vector<std::string> stories = finetune::generate_stories(3000, s.train.seed);
-  auto tok = std::make_shared<finetune::WordTokenizer>(stories);
-  std::vector<int> stream;
-  for (const std::string& story : stories) {
-    const std::vector<int> t = tok->encode(story);
-    stream.insert(stream.end(), t.begin(), t.end());
-  }
-  std::vector<std::vector<int>> windows;
-  for (std::size_t at = 0; at + static_cast<std::size_t>(s.seq) < stream.size();
-       at += static_cast<std::size_t>(s.seq))
-    windows.emplace_back(stream.begin() + static_cast<std::ptrdiff_t>(at),
-                         stream.begin() + static_cast<std::ptrdiff_t>(at) + s.seq + 1);
-  const std::vector<std::vector<int>> heldout(windows.end() - 32, windows.end());
-  windows.resize(windows.size() - heldout.size());
-  Model m;
-  m.weights = finetune::random_small_llama(tok->vocab_size(), std::max(64, s.seq), s.train.seed);
-  const gsq::Llama2Config& c = m.weights.config();
-  std::printf(
-      "Pretraining a small LLaMA (dim %d, hidden %d, %d layers, %d heads / %d kv, vocab %d "
-      "words) on %zu windows of %d tokens from %zu generated stories.\n",
-      c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, windows.size(), s.seq,
-      stories.size());
-  TrainSettings pre;
-  pre.steps = 300;
-  pre.warmup = 30;
-  pre.batch = 4;
-  pre.lr = 3e-3f;
-  pre.seed = s.train.seed;
-  finetune::pretrain(m.weights, windows, /*rounds=*/2, pre);
-  std::printf("  fp32 loss on %zu held-out windows of the corpus: %.3f\n\n", heldout.size(),
-              finetune::heldout_loss_fp32(m.weights, heldout));
-  m.description = "a small LLaMA pretrained here on a generated corpus (stories260K not found)";
-  m.decode = [tok](const std::vector<int>& t) { return tok->decode(t); };
   return m;
 }
 
@@ -284,16 +257,21 @@ using W4A8 = gsq::LoraLinear<4, 8, 8, 8, 32>;
 /// Trains a GSQ Bits-Bits-Bits row; with `merge`, also evaluates it merged into W4.
 template <int Bits>
 Measured train_gse(const Model& model, const Dataset& data, const TrainSettings& t,
-                   const std::string& label, bool merge, const std::string& export_path = "") {
+                   const std::string& label, bool merge,
+                   const std::function<
+                       void(const gsq::Llama2LoraModel<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>&)>&
+                       after_training = {}) {
   return finetune::run_isolated([&] {
     return finetune::train_adapters<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>(
-        model.weights, data, t, gsq::LoraMode::kGse, label, merge, export_path);
+        model.weights, data, t, gsq::LoraMode::kGse, label, merge, after_training);
   });
 }
 
-/// The table's rows.  The GSQ 8-8-8 model, adapters folded into float32, goes to export_path.
+/// The table's rows.  The trained GSQ 8-8-8 model is written into `out`: adapters folded into
+/// float32 as a llama2.c checkpoint (merged_path), and its frozen base and adapter for other
+/// runtimes (finetune::write_runtime_files).
 std::vector<Row> comparison(const Model& model, const Dataset& data, const TrainSettings& t,
-                            const std::string& export_path) {
+                            const std::string& out, const std::string& merged_path) {
   using finetune::run_isolated;
   std::vector<Row> rows;
   std::printf(
@@ -314,13 +292,16 @@ std::vector<Row> comparison(const Model& model, const Dataset& data, const Train
   };
   rows.push_back({"W4 + float adapters (QLoRA-style)", "4-32-32-32", true,
                   train_w4a8(gsq::LoraMode::kFloat, "W4 + float adapters")});
-  rows.push_back(
-      {"GSQ 8-8-8", "4-8-8-8", true, train_gse<8>(model, data, t, "GSQ 8-8-8", true, export_path)});
+  auto write_gsq888 = [&](const gsq::Llama2LoraModel<W4A8>& m) {
+    finetune::write_file(merged_path, m.merged_weights(model.weights).serialize());
+    finetune::write_runtime_files(m, model.weights, *model.tokenizer, out);
+  };
+  rows.push_back({"GSQ 8-8-8", "4-8-8-8", true,
+                  train_gse<8>(model, data, t, "GSQ 8-8-8", true, write_gsq888)});
   rows.push_back({"GSQ 8-8-8, attention on GSE too", "4-8-8-8", true, run_isolated([&] {
-                    return finetune::train_adapters<W4A8>(model.weights, data, t,
-                                                          gsq::LoraMode::kGse,
-                                                          "GSQ 8-8-8 + GSE attention", true, "",
-                                                          gsq::LoraMode::kGse);
+                    return finetune::train_adapters<W4A8>(
+                        model.weights, data, t, gsq::LoraMode::kGse, "GSQ 8-8-8 + GSE attention",
+                        true, {}, gsq::LoraMode::kGse);
                   })});
   rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6", true)});
   rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5", true)});
@@ -363,7 +344,8 @@ std::string footnotes(const Settings& s, long parent_rss_kib) {
       "(so that only the arithmetic differs), peak lr %g on a cosine schedule with %d warmup "
       "steps, gradient norm clipped to %g. The LoTA-QAF row trains ternary adapters of rank %d "
       "(omega = %.2f r) with t-SignSGD (q from %g to %g over %g %% of the steps, then to %g; no "
-      "learning rate and no optimizer state) on integer gradients, and is evaluated after its exact "
+      "learning rate and no optimizer state) on integer gradients, and is evaluated after its "
+      "exact "
       "merge into the 4-bit codes (the program checks that the held-out loss is bit-identical "
       "before and after).\n\n"
       "Merged into W4: the held-out loss after each layer's merge() writes the adapters into the "
@@ -418,21 +400,7 @@ int main(int argc, char** argv) {
   };
   try {
     const Settings s = parse_args(argc, argv);
-    Model model;
-    try {
-      model = load_stories260k(s);
-    } catch (const std::invalid_argument& e) {
-      if (!s.data.empty())
-        throw std::invalid_argument(std::string("--data needs the model and its tokenizer: ") +
-                                    e.what());
-      std::printf(
-          "stories260K is not available: %s.\nGet stories260K.bin and tok512.bin (MIT) from "
-          "https://huggingface.co/karpathy/tinyllamas (folder stories260K/) into "
-          "../shared/models/, or pass --model and --tokenizer, or set GSQ_MODELS_DIR.\n"
-          "Meanwhile, the same pipeline on a model pretrained here.\n\n",
-          e.what());
-      model = pretrain_fallback(s);
-    }
+    const Model model = load_stories260k(s);
     const Dataset data = s.data.empty() ? generated_data(model, s) : text_data(model, s);
     std::printf(
         "Model: %s\nData: %s: %zu training and %zu held-out windows of %d tokens (ready after "
@@ -446,7 +414,7 @@ int main(int argc, char** argv) {
     mkdir(s.out.c_str(), 0755);
     const std::string export_path = s.out + "/gsq888_merged.bin";
     const long parent_rss_kib = finetune::current_rss_kib();
-    const std::vector<Row> rows = comparison(model, data, s.train, export_path);
+    const std::vector<Row> rows = comparison(model, data, s.train, s.out, export_path);
     const std::string md =
         finetune::table_markdown(rows, s.data.empty()) + "\n" + footnotes(s, parent_rss_kib);
     std::printf("\n%s\n", md.c_str());
@@ -461,6 +429,26 @@ int main(int argc, char** argv) {
         export_path.c_str(),
         finetune::heldout_loss_fp32(gsq::Llama2Weights::load(export_path), data.heldout),
         rows[3].m.heldout_loss);
+    const finetune::RuntimeFiles runtime(s.out);
+    written.push_back(runtime.base);
+    double base_loss = 0, adapted_loss = 0;
+    if (finetune::reload_runtime_files(s.out, data.heldout, base_loss, adapted_loss)) {
+      written.push_back(runtime.adapter);
+      written.push_back(runtime.peft + "/");
+      std::printf(
+          "Read back: gsq's GGUF reader and inference runner (integer engine, W4A8) on %s: "
+          "held-out loss %.4f, with %s applied unmerged %.4f (the trained row: %.4f).\n",
+          runtime.base.c_str(), base_loss, runtime.adapter.c_str(), adapted_loss,
+          rows[3].m.heldout_loss);
+      std::printf(
+          "Run them:\n  llama-cli -m %s --lora %s -p \"Once upon a time\" -n 64\n"
+          "  gsq generate --model %s --lora %s --prompt \"Once upon a time\" -n 64\n"
+          "  (PEFT: %s/ holds adapter_config.json and adapter_model.safetensors for a "
+          "transformers LlamaForCausalLM conversion of stories260K; it was trained against the "
+          "4-bit base above, not the float weights)\n\n",
+          runtime.base.c_str(), runtime.adapter.c_str(), runtime.base.c_str(),
+          runtime.adapter.c_str(), runtime.peft.c_str());
+    }
 
     if (s.sweep_steps > 0) {
       TrainSettings t = s.train;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -58,7 +59,7 @@ struct TrainSettings {
   int steps = 150;
   int batch = 4;  ///< windows per optimizer step; their gradients are averaged
   int rank = 8;
-  float lr = 3e-3f;  ///< peak of a cosine schedule with `warmup` linear warmup steps
+  float lr = 3e-3f;     ///< peak of a cosine schedule with `warmup` linear warmup steps
   float alpha = 16.0f;  ///< LoRA alpha at every rank (the library default): scale alpha / rank
   int warmup = 10;
   float clip = 1.0f;  ///< gradient-norm clipping
@@ -210,14 +211,15 @@ void measure(Model& model, const Dataset& data, const TrainSettings& s, std::vec
 /// Trains adapters on every linear layer of a frozen Lora::WBits base, then evaluates, and with
 /// `merge` evaluates again after merging the adapters into the base.  Every configuration sees
 /// the same windows in the same order, the same adapter initialisation, schedule and optimizer
-/// (AdamW with float state), so only the arithmetic differs.  With `export_path`, the
-/// fine-tuned model (adapters folded into float32 weights) is written there in llama2.c's
-/// format.  `attention`: where the model's attention products run (float, or GSE).
+/// (AdamW with float state), so only the arithmetic differs.  `after_training`, when set, is
+/// called with the trained model before any merge (the demo writes its files there).
+/// `attention`: where the model's attention products run (float, or GSE).
 template <typename Lora>
-Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
-                        gsq::LoraMode mode, const std::string& label, bool merge = true,
-                        const std::string& export_path = "",
-                        gsq::LoraMode attention = gsq::LoraMode::kFloat) {
+Measured train_adapters(
+    const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s, gsq::LoraMode mode,
+    const std::string& label, bool merge = true,
+    const std::function<void(const gsq::Llama2LoraModel<Lora>&)>& after_training = {},
+    gsq::LoraMode attention = gsq::LoraMode::kFloat) {
   gsq::LoraOptions options;
   options.rank = s.rank;
   options.alpha = s.alpha;
@@ -234,7 +236,7 @@ Measured train_adapters(const gsq::Llama2Weights& w, const Dataset& data, const 
   });
   Measured m;
   measure(model, data, s, std::move(step_ms), adam.state_bytes(), m);
-  if (!export_path.empty()) write_file(export_path, model.merged_weights(w).serialize());
+  if (after_training) after_training(model);
   if (merge) {
     for (Lora* layer : model.loras()) layer->merge();
     m.merged_loss = heldout_loss(model, data.heldout);
@@ -260,8 +262,7 @@ inline Measured train_lota(const gsq::Llama2Weights& w, const Dataset& data, con
   gsq::TSignSchedule schedule;  // the paper's q: 0.95 -> 0.999 over 80 % of the steps -> 0.9999
   schedule.total_steps = s.steps;
   gsq::TSignSgd<std::int64_t> optimizer(params, schedule);
-  std::vector<double> step_ms =
-      train(model, data.train, s, label, [&](int) { optimizer.step(); });
+  std::vector<double> step_ms = train(model, data.train, s, label, [&](int) { optimizer.step(); });
   const double unmerged = heldout_loss(model, data.heldout);
   for (Lota* layer : model.loras()) layer->merge();
   Measured m;

@@ -76,6 +76,13 @@ class Tokenizer {
     return pieces_[static_cast<std::size_t>(id)];
   }
 
+  /// The merge score of token `id` (higher merges first).
+  float score(int id) const {
+    GSQ_CHECK(id >= 0 && id < vocab_size(), "tokenizer: token id ", id, " is outside [0, ",
+              vocab_size(), ")");
+    return scores_[static_cast<std::size_t>(id)];
+  }
+
   /// Encodes UTF-8 text as llama2.c does: optional BOS, a dummy-prefix space (for non-empty
   /// text), one token per UTF-8 code point (bytes without a token fall back to <0xNN>, id
   /// byte + 3), then repeatedly merges the adjacent pair whose merged piece has the best score.
