@@ -3,6 +3,10 @@
 // to read or write files.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -36,8 +40,27 @@ inline std::vector<std::uint8_t> read_file(const std::string& path, const char* 
   return image;
 }
 
-/// Writes [data, data + size) to `path` atomically: to path + ".tmp", flushed and closed, then
-/// renamed over path, so an interrupted write leaves the old file intact.  Throws
+namespace detail {
+
+/// fsync of the directory holding `path`, so that a rename into it survives a crash.  A file
+/// system that cannot sync directories (EINVAL, ENOTSUP) is not an error.
+inline bool sync_parent_directory(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0 || errno == EINVAL || errno == ENOTSUP;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace detail
+
+/// Writes [data, data + size) to `path` atomically and durably: to path + ".tmp", flushed,
+/// fsync'ed and closed, renamed over path, then the directory fsync'ed, so an interrupted write
+/// (even a power cut) leaves either the old file or the new one, never a mix.  Throws
 /// std::invalid_argument naming the step that failed, after removing the temporary file.
 inline void write_file_atomic(const std::string& path, const std::uint8_t* data, std::size_t size,
                               const char* who) {
@@ -45,7 +68,7 @@ inline void write_file_atomic(const std::string& path, const std::uint8_t* data,
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   GSQ_CHECK(f != nullptr, who, ": cannot create '", tmp, "'");
   const bool written = size == 0 || std::fwrite(data, 1, size, f) == size;
-  const bool flushed = std::fflush(f) == 0;
+  const bool flushed = std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
   const bool closed = std::fclose(f) == 0;
   if (!(written && flushed && closed)) {
     std::remove(tmp.c_str());
@@ -55,6 +78,8 @@ inline void write_file_atomic(const std::string& path, const std::uint8_t* data,
     std::remove(tmp.c_str());
     GSQ_CHECK(false, who, ": cannot rename '", tmp, "' to '", path, "'");
   }
+  GSQ_CHECK(detail::sync_parent_directory(path), who, ": cannot sync the directory of '", path,
+            "'");
 }
 
 }  // namespace gsq

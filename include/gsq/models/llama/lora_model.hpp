@@ -197,6 +197,12 @@ class LlamaLoraModel {
     return run(seqs.data(), masks.empty() ? nullptr : masks.data(), seqs.size(), backward);
   }
 
+  /// Backward passes run: the step of the classifier's and GSE attention's rounding streams
+  /// (each layer keeps its own, LoraLinear::step).  A resumed run restores it to continue
+  /// bit-identically.
+  std::int64_t step() const noexcept { return step_; }
+  void set_step(std::int64_t step) noexcept { step_ = step; }
+
   /// The time spent per phase since construction or the last reset.
   const LlamaStepProfile& profile() const noexcept { return profile_; }
   void reset_profile() noexcept { profile_ = {}; }
