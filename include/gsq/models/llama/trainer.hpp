@@ -93,7 +93,8 @@ struct TrainOptions {
   float momentum = 0.9f;            ///< SGD's heavy-ball momentum
   std::uint64_t seed = 1;           ///< adapter initialisation, rounding streams and the data order
   int threads = 0;                  ///< 0: gsq chooses (changes no bit of the result)
-  /// With a checkpoint_path, train() writes a checkpoint there every save_every steps.
+  /// With a checkpoint_path, train() writes a checkpoint there every save_every steps and after
+  /// the last one.
   std::int64_t save_every = 0;
   std::string checkpoint_path;
 };
