@@ -127,6 +127,11 @@ struct LlamaAdapter {
   /// hex) of its file (base_model_sha256).  Empty when unknown.
   std::string base_format;
   std::string base_sha256;
+  /// The bits of the frozen GSE base it was trained against (gsq's LoraLinear WBits), 0 when
+  /// unknown or not gsq's: the base is the model quantized to GSE-INT<base_bits>, which is what
+  /// the adapter corrects, so inference reproduces training on that base (gsq generate
+  /// --lora runs it so; base.gguf / export --base-only writes it for llama.cpp).
+  int base_bits = 0;
 
   /// alpha / rank, as llama.cpp and PEFT scale.
   float scale() const noexcept { return alpha / static_cast<float>(rank); }
@@ -213,6 +218,7 @@ LlamaAdapter adapter_from_model(const LlamaLoraModel<LoraLinear<WBits, ABits, GB
   out.targets = targets;
   out.base_format = base_format;
   out.base_sha256 = base_sha256;
+  out.base_bits = WBits;
   const int n_layers = m.config().n_layers;
   out.layers.resize(static_cast<std::size_t>(n_layers));
   for (int l = 0; l < n_layers; ++l) {
@@ -279,6 +285,8 @@ inline void write_adapter_gguf(const std::string& path, const LlamaAdapter& adap
   w.add_float32("adapter.lora.alpha", adapter.alpha);
   w.add_string("gsq.base.format", adapter.base_format);
   w.add_string("gsq.base.sha256", adapter.base_sha256);
+  if (adapter.base_bits > 0)
+    w.add_uint32("gsq.base.bits", static_cast<std::uint32_t>(adapter.base_bits));
   const gguf::GgmlType type = f16 ? gguf::GgmlType::kF16 : gguf::GgmlType::kF32;
   const std::int64_t r = adapter.rank;
   for (int l = 0; l < base.n_layers; ++l) {
@@ -325,6 +333,11 @@ inline LlamaAdapter read_adapter_gguf(const std::string& path, const LlamaConfig
   out.alpha = static_cast<float>(alpha->as_float());
   if (const gguf::Value* v = f.find("gsq.base.format")) out.base_format = v->as_string();
   if (const gguf::Value* v = f.find("gsq.base.sha256")) out.base_sha256 = v->as_string();
+  if (const gguf::Value* v = f.find("gsq.base.bits")) {
+    const std::uint64_t bits = v->as_uint();
+    GSQ_CHECK(bits >= 2 && bits <= 8, "adapter: gsq.base.bits = ", bits, " is outside [2, 8]");
+    out.base_bits = static_cast<int>(bits);
+  }
 
   // Name -> (layer, target, a or b).
   struct Pair {
@@ -461,7 +474,8 @@ inline void write_peft_adapter(const std::string& dir, const LlamaAdapter& adapt
                            {"fan_in_fan_out", false},
                            {"inference_mode", true},
                            {"gsq_base_format", adapter.base_format},
-                           {"gsq_base_sha256", adapter.base_sha256}};
+                           {"gsq_base_sha256", adapter.base_sha256},
+                           {"gsq_base_bits", adapter.base_bits}};
   const std::string text = config.dump(2) + "\n";
   std::vector<safetensors::TensorData> tensors;
   for (int l = 0; l < base.n_layers; ++l) {
@@ -545,6 +559,12 @@ inline LlamaAdapter read_peft_adapter(const std::string& dir, const LlamaConfig&
     out.base_format = v->get<std::string>();
   if (const nlohmann::json* v = get("gsq_base_sha256"); v != nullptr && v->is_string())
     out.base_sha256 = v->get<std::string>();
+  if (const nlohmann::json* v = get("gsq_base_bits"); v != nullptr && v->is_number_integer()) {
+    const auto bits = v->get<std::int64_t>();
+    GSQ_CHECK(bits == 0 || (bits >= 2 && bits <= 8), "adapter: gsq_base_bits = ", bits,
+              " is outside [2, 8]");
+    out.base_bits = static_cast<int>(bits);
+  }
 
   const safetensors::File file = safetensors::File::open(dir + "/adapter_model.safetensors");
   const std::string fwho = "adapter: '" + dir + "/adapter_model.safetensors'";

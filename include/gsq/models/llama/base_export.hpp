@@ -105,7 +105,8 @@ template <int WBits, int ABits, int GBits, int AdBits>
 BaseExport write_base_gguf(const std::string& path,
                            const LlamaLoraModel<LoraLinear<WBits, ABits, GBits, AdBits, 32>>& model,
                            const LlamaWeightSource& norms,
-                           const gguf::GgufFile* tokenizer_from = nullptr) {
+                           const gguf::GgufFile* tokenizer_from = nullptr,
+                           const std::string& source_sha256 = "") {
   const LlamaConfig& c = model.config();
   const LlamaConfig& nc = norms.config();
   GSQ_CHECK(nc.dim == c.dim && nc.n_layers == c.n_layers && nc.vocab_size == c.vocab_size &&
@@ -115,6 +116,9 @@ BaseExport write_base_gguf(const std::string& path,
   BaseExport report;
   gguf::GgufWriter w;
   add_llama_metadata(w, c, "gsq frozen GSE base", WBits <= 4 ? 2u : 7u, tokenizer_from);
+  // The model the base was quantized from, so that an adapter trained on that model (which
+  // records its sha256) is known to belong to this file too.
+  if (!source_sha256.empty()) w.add_string("gsq.base.source_sha256", source_sha256);
 
   auto f32 = [&](const std::string& name, Index rows, Index cols, std::vector<float> values) {
     w.add_tensor(name, GgmlType::kF32, {cols, rows}, values);
