@@ -1,5 +1,6 @@
-// base_export.hpp: the frozen GSE base of a LlamaLoraModel written as a llama GGUF, bit-exact:
-// GSE-INT4 groups of 32 as Q4_0 blocks, GSE-INT5..8 as Q8_0, the embedding's GSE-INT8 as Q8_0.
+// base_export.hpp: the frozen GSE base of a LlamaLoraModel (LoRA layers, or LoTA-QAF layers after
+// their merge) written as a llama GGUF, bit-exact: GSE-INT4 groups of 32 as Q4_0 blocks,
+// GSE-INT5..8 as Q8_0, the embedding's GSE-INT8 as Q8_0.
 #pragma once
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "gsq/models/llama/lora_model.hpp"
 #include "gsq/models/llama/source.hpp"
 #include "gsq/nn/lora.hpp"
+#include "gsq/nn/lota.hpp"
 #include "gsq/tensor.hpp"
 
 namespace gsq {
@@ -32,6 +34,11 @@ namespace gsq {
 // exactly for k in [-24, 15] (subnormal below -14), so a tensor exports exactly when every
 // nonzero group's quantum lies there (an all-zero group gets d = 0).  A weight (and the layer
 // it belongs to) is grouped along in_features, ggml's ne[0]: GSE line o is ggml row o.
+//
+// A LoTA-QAF model after LotaLinear::merge() has its ternary adapters written into the base codes
+// (c + M, the same GSE format), so its base is its whole function: the same file, exported the
+// same way, is a stock GGUF that runs the fine-tuned model with no adapter.  A LoRA model's base
+// is written without its adapters (they go to adapter.gguf).
 //
 // Fallback, documented choice: a tensor whose row length is not a multiple of 32, or with a
 // group quantum outside fp16's range, is written as F32 holding its dequantized values, which
@@ -90,23 +97,61 @@ bool gse_to_ggml_blocks(int bits, Index lines, Index length, int offset, Code co
 
 }  // namespace detail
 
-/// Writes the frozen base of `model` (LoraLinear layers, groups of 32) as a complete llama GGUF
-/// that GgufLlamaSource (and llama.cpp) load:
+/// What write_base_gguf needs of a layer type: the packed GSE base (groups of 32) it writes, and
+/// whether that base is the layer's whole function.  Defined for LoraLinear and LotaLinear; the
+/// primary template is left undefined, so another layer type does not compile.
+template <typename Linear>
+struct ExportedBase;
+
+template <int WBits, int ABits, int GBits, int AdBits>
+struct ExportedBase<LoraLinear<WBits, ABits, GBits, AdBits, 32>> {
+  static constexpr int kBits = WBits;
+  static constexpr const char* kName = "gsq frozen GSE base";
+  static const PackedGseTensor<WBits, 32>& packed(
+      const LoraLinear<WBits, ABits, GBits, AdBits, 32>& layer) noexcept {
+    return layer.base();
+  }
+  /// The adapters stay beside the base (adapter.gguf): any state exports.
+  static bool unmerged(const LoraLinear<WBits, ABits, GBits, AdBits, 32>&) noexcept {
+    return false;
+  }
+};
+
+template <int WBits, int ABits, int GBits>
+struct ExportedBase<LotaLinear<WBits, ABits, GBits, 32>> {
+  static constexpr int kBits = WBits;
+  static constexpr const char* kName = "gsq LoTA-QAF merged model";
+  /// After merge(), the merged codes c + M.
+  static const PackedGseTensor<WBits, 32>& packed(
+      const LotaLinear<WBits, ABits, GBits, 32>& layer) noexcept {
+    return layer.base();
+  }
+  /// Nonzero ternary B: markers not yet in the codes, which the file would silently drop.
+  static bool unmerged(const LotaLinear<WBits, ABits, GBits, 32>& layer) noexcept {
+    return !layer.b().all_zero();
+  }
+};
+
+/// Writes the frozen base of `model` as a complete llama GGUF that GgufLlamaSource (and
+/// llama.cpp) load.  Linear: LoraLinear<WBits, ..., 32> (the base the adapters were trained
+/// against; the adapters are not included) or LotaLinear<WBits, ..., 32> after merge() on every
+/// layer (the merged integer model, exactly; an unmerged LoTA layer is an error naming it, and a
+/// LoTA model never trained, B = 0, exports its base).  Written:
 ///   - the seven linears of each layer from their packed GSE codes: Q4_0 at WBits <= 4, Q8_0 at
 ///     5..8 bits, exactly (see "Why it is exact"; F32 fallback listed in the result);
 ///   - token_embd (and output when untied) from the model's GSE-INT8 tables as Q8_0, exactly;
 ///   - the norms as F32 from `norms` (the source the model was built from: the model keeps them
 ///     unchanged), and rope_freqs.weight when the config has factors;
 ///   - llama.* hyperparameters as gguf_source.hpp reads them, general.file_type (2 = Q4_0,
-///     7 = Q8_0), and every tokenizer.* key of `tokenizer_from` when given (its token count must
-///     equal the vocabulary).
-/// The merged adapters are not included: this is the base the adapters were trained against.
-template <int WBits, int ABits, int GBits, int AdBits>
-BaseExport write_base_gguf(const std::string& path,
-                           const LlamaLoraModel<LoraLinear<WBits, ABits, GBits, AdBits, 32>>& model,
+///     7 = Q8_0), general.name (ExportedBase::kName), and every tokenizer.* key of
+///     `tokenizer_from` when given (its token count must equal the vocabulary).
+template <typename Linear>
+BaseExport write_base_gguf(const std::string& path, const LlamaLoraModel<Linear>& model,
                            const LlamaWeightSource& norms,
                            const gguf::GgufFile* tokenizer_from = nullptr,
                            const std::string& source_sha256 = "") {
+  using Traits = ExportedBase<Linear>;
+  constexpr int WBits = Traits::kBits;
   const LlamaConfig& c = model.config();
   const LlamaConfig& nc = norms.config();
   GSQ_CHECK(nc.dim == c.dim && nc.n_layers == c.n_layers && nc.vocab_size == c.vocab_size &&
@@ -115,7 +160,17 @@ BaseExport write_base_gguf(const std::string& path,
   using gguf::GgmlType;
   BaseExport report;
   gguf::GgufWriter w;
-  add_llama_metadata(w, c, "gsq frozen GSE base", WBits <= 4 ? 2u : 7u, tokenizer_from);
+  const LlamaTensor order[] = {LlamaTensor::kWq, LlamaTensor::kWk, LlamaTensor::kWv,
+                               LlamaTensor::kWo, LlamaTensor::kW1, LlamaTensor::kW2,
+                               LlamaTensor::kW3};
+  const char* names[] = {"attn_q",   "attn_k",   "attn_v", "attn_output",
+                         "ffn_gate", "ffn_down", "ffn_up"};
+  const auto layers = model.loras();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    GSQ_CHECK(!Traits::unmerged(*layers[i]), "base export: layer ", i / 7, " ", names[i % 7],
+              " has adapters not merged into its base (call merge() on every layer first)");
+  }
+  add_llama_metadata(w, c, Traits::kName, WBits <= 4 ? 2u : 7u, tokenizer_from);
   // The model the base was quantized from, so that an adapter trained on that model (which
   // records its sha256) is known to belong to this file too.
   if (!source_sha256.empty()) w.add_string("gsq.base.source_sha256", source_sha256);
@@ -153,12 +208,6 @@ BaseExport write_base_gguf(const std::string& path,
     f32("rope_freqs.weight", 1, static_cast<Index>(c.rope_freq_factors.size()),
         c.rope_freq_factors);
 
-  const auto loras = model.loras();
-  const LlamaTensor order[] = {LlamaTensor::kWq, LlamaTensor::kWk, LlamaTensor::kWv,
-                               LlamaTensor::kWo, LlamaTensor::kW1, LlamaTensor::kW2,
-                               LlamaTensor::kW3};
-  const char* names[] = {"attn_q",   "attn_k",   "attn_v", "attn_output",
-                         "ffn_gate", "ffn_down", "ffn_up"};
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string blk = "blk." + std::to_string(l) + ".";
     norms.read(LlamaTensor::kRmsAtt, l, v);
@@ -166,8 +215,8 @@ BaseExport write_base_gguf(const std::string& path,
     norms.read(LlamaTensor::kRmsFfn, l, v);
     f32(blk + "ffn_norm.weight", 1, c.dim, v);
     for (int i = 0; i < 7; ++i) {
-      const auto& lora = *loras[static_cast<std::size_t>(l * 7 + i)];
-      const PackedGseTensor<WBits, 32>& pk = lora.base();  // in x out, lines = out
+      const PackedGseTensor<WBits, 32>& pk =
+          Traits::packed(*layers[static_cast<std::size_t>(l * 7 + i)]);  // in x out, lines = out
       const TensorShape s = shape_of(c, order[i]);
       GSQ_CHECK(pk.axis() == Axis::kRows && pk.rows() == s.cols && pk.cols() == s.rows,
                 "base export: layer ", l, " ", names[i], " is not the config's shape");
@@ -175,8 +224,8 @@ BaseExport write_base_gguf(const std::string& path,
           blk + names[i] + ".weight", WBits, s.rows, s.cols, pk.offset(),
           [&pk](Index line, Index pos) { return pk.code_at(line, pos); },
           [&pk](Index line, Index g) { return pk.exponent_at(line, g); },
-          [&lora, &s] {
-            const std::vector<float> wt = lora.base_float();  // in x out
+          [&pk, &s] {
+            const std::vector<float> wt = dequantize(pk.unpack());  // in x out
             std::vector<float> rows(wt.size());
             for (Index o = 0; o < s.rows; ++o) {
               for (Index k = 0; k < s.cols; ++k)
