@@ -24,6 +24,7 @@
 #include "gsq/models/llama/base_export.hpp"
 #include "gsq/models/llama/gguf_source.hpp"
 #include "gsq/models/llama/inference.hpp"
+#include "testing.hpp"
 #endif
 
 TEST_CASE("sha256: FIPS 180-4 vectors, streamed and from a file", "[adapter]") {
@@ -65,15 +66,7 @@ using gsq::gguf::GgmlType;
 using gsq::gguf::GgufFile;
 using gsq::gguf::GgufWriter;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
+using gsq::test::error_of;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() &&
@@ -647,16 +640,9 @@ TEST_CASE("adapter: the frozen base exports exactly as Q4_0 / Q8_0 and loads", "
 
 // An independent reader: @huggingface/gguf (node) parses adapter.gguf.
 TEST_CASE("adapter: @huggingface/gguf parses adapter.gguf", "[adapter]") {
-  const char* env = std::getenv("GSQ_HFGGUF_MODULES");
-#ifdef GSQ_NPM_MODULES
-  const std::string modules = env != nullptr ? env : GSQ_NPM_MODULES;
-#else
-  const std::string modules = env != nullptr ? env : "build/npm/node_modules";
-#endif
-  if (!std::ifstream(modules + "/@huggingface/gguf/package.json").good())
-    GSQ_SKIP("@huggingface/gguf is not installed in " + modules +
-             " (scripts/install-deps.sh installs it where npm is present)");
-  if (std::system("node --version > /dev/null 2>&1") != 0) GSQ_SKIP("node is not installed");
+  std::string why;
+  const std::string modules = gsq::test::hfgguf_modules(why);
+  if (modules.empty()) GSQ_SKIP(why);
   const LlamaConfig c = small_config();
   const LlamaAdapter a = random_adapter(c, 3, 6.0f, 4);
   TempDir dir("node");

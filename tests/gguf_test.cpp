@@ -23,6 +23,7 @@
 #include "gsq/models/llama/source.hpp"
 #include "gsq/models/llama/weights.hpp"
 #include "models.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -37,16 +38,7 @@ std::string slurp(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-/// The message of the std::invalid_argument that f throws ("" if none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
+using gsq::test::error_of;
 
 std::string parse_error(const Bytes& image) {
   return error_of([&] { (void)GgufFile::parse(image.data(), image.size()); });
@@ -723,16 +715,9 @@ TEST_CASE("gguf: rope_freqs.weight divides the RoPE frequencies", "[gguf]") {
 // installs it when npm is present), e.g.
 //   npm install --prefix build/npm @huggingface/gguf@0.4.6
 TEST_CASE("gguf: agrees with @huggingface/gguf", "[gguf]") {
-  const char* env = std::getenv("GSQ_HFGGUF_MODULES");
-#ifdef GSQ_NPM_MODULES
-  const std::string modules = env != nullptr ? env : GSQ_NPM_MODULES;
-#else
-  const std::string modules = env != nullptr ? env : "build/npm/node_modules";
-#endif
-  if (!std::ifstream(modules + "/@huggingface/gguf/package.json").good())
-    GSQ_SKIP("@huggingface/gguf is not installed in " + modules +
-             " (scripts/install-deps.sh installs it where npm is present)");
-  if (std::system("node --version > /dev/null 2>&1") != 0) GSQ_SKIP("node is not installed");
+  std::string why;
+  const std::string modules = gsq::test::hfgguf_modules(why);
+  if (modules.empty()) GSQ_SKIP(why);
   const char* names[] = {"stories260K.gguf", "rand256-q4_k_m.gguf", "rand256-bf16.gguf",
                          "vocab/ggml-vocab-gpt-2.gguf"};
   if (gsq::test::model_path(names[0]).empty()) GSQ_SKIP("../shared/models is absent");

@@ -188,11 +188,9 @@ std::uint64_t lota_run(const Problem& p, const Config& config) {
   return d.value();
 }
 
-/// Three AdamW steps of a small LLaMA-family model with everything its float code has: GQA,
-/// a head size that is not a multiple of 32, an untied classifier over a vocabulary that is not
-/// either, Llama-3 RoPE scaling, two windows and a mask.  Digests every layer's dA and dB each
-/// step, then the adapters.  The losses are not hashed: they are reported through std::log.
-std::uint64_t model_run(const Config& config) {
+/// The golden model's shape: GQA, a head size that is not a multiple of 32, an untied classifier
+/// over a vocabulary that is not either, Llama-3 RoPE scaling.
+gsq::LlamaConfig golden_model_config() {
   gsq::LlamaConfig c;
   c.dim = 64;
   c.hidden_dim = 96;
@@ -206,6 +204,15 @@ std::uint64_t model_run(const Config& config) {
   c.rope_scaling.factor = 8.0;
   c.rope_scaling.original_context = 16;
   c.tied_classifier = false;
+  return c;
+}
+
+/// Three AdamW steps of a small LLaMA-family model with everything its float code has: GQA,
+/// a head size that is not a multiple of 32, an untied classifier over a vocabulary that is not
+/// either, Llama-3 RoPE scaling, two windows and a mask.  Digests every layer's dA and dB each
+/// step, then the adapters.  The losses are not hashed: they are reported through std::log.
+std::uint64_t model_run(const Config& config) {
+  const gsq::LlamaConfig c = golden_model_config();
   gsq::LoraOptions opt = lora_options(config);
   opt.rank = 4;
   gsq::LlamaLoraModel<> model(gsq::RandomLlamaWeights(c, 3), opt);
@@ -243,19 +250,7 @@ std::uint64_t model_run(const Config& config) {
 /// scaling, untied classifier): 24 tokens sampled at temperature 0.9, top-p 0.95, seed 5, the
 /// logits of every position and the tokens digested.
 std::uint64_t inference_run(gsq::LlamaCompute compute, std::optional<Isa> isa, int threads) {
-  gsq::LlamaConfig c;
-  c.dim = 64;
-  c.hidden_dim = 96;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 24;
-  c.vocab_size = 200;
-  c.seq_len = 32;
-  c.rope_theta = 500000.0;
-  c.rope_scaling.factor = 8.0;
-  c.rope_scaling.original_context = 16;
-  c.tied_classifier = false;
+  const gsq::LlamaConfig c = golden_model_config();
   gsq::LlamaInferenceOptions o;
   o.compute = compute;
   o.isa = isa;

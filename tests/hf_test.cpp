@@ -21,6 +21,7 @@
 #include "gsq/models/llama/weights.hpp"
 #include "gsq/models/safetensors.hpp"
 #include "models.hpp"
+#include "testing.hpp"
 
 namespace st = gsq::safetensors;
 namespace fs = std::filesystem;
@@ -38,23 +39,10 @@ std::vector<std::uint8_t> image(const std::string& header, std::size_t data) {
 }
 
 std::string parse_error(const std::vector<std::uint8_t>& b) {
-  try {
-    (void)st::File::parse(b.data(), b.size(), "t.safetensors");
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "no exception";
+  return gsq::test::error_of([&b] { (void)st::File::parse(b.data(), b.size(), "t.safetensors"); });
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "no exception";
-}
+using gsq::test::error_of;
 
 /// A fresh empty directory under the system's temporary directory, removed with the object.
 struct TempDir {
@@ -284,7 +272,7 @@ TEST_CASE("safetensors: large tensors decode across 1 MiB chunks", "[hf][safeten
 TEST_CASE("safetensors: hostile images are rejected with a message naming the problem",
           "[hf][safetensors][errors]") {
   const std::string one = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
-  REQUIRE(parse_error(image(one, 8)) == "no exception");
+  REQUIRE(parse_error(image(one, 8)).empty());
   auto b = image(one, 8);
   REQUIRE(parse_error(std::vector<std::uint8_t>(b.begin(), b.begin() + 5)) ==
           "safetensors: 't.safetensors': file holds 5 bytes, less than the 8-byte header length");
@@ -351,8 +339,8 @@ TEST_CASE("safetensors: hostile images are rejected with a message naming the pr
     REQUIRE(e.rfind("safetensors: 't.safetensors'" + c.message, 0) == 0);
   }
   // Metadata alone and no tensors is a valid (empty) file; so is "{}".
-  REQUIRE(parse_error(image(R"({"__metadata__":{"format":"pt"}})", 0)) == "no exception");
-  REQUIRE(parse_error(image("{}  ", 0)) == "no exception");
+  REQUIRE(parse_error(image(R"({"__metadata__":{"format":"pt"}})", 0)).empty());
+  REQUIRE(parse_error(image("{}  ", 0)).empty());
 }
 
 TEST_CASE("safetensors: the index of a sharded model", "[hf][safetensors][errors]") {
@@ -585,7 +573,7 @@ TEST_CASE("hf: HfLlamaSource rejects missing tensors, wrong shapes and dtypes", 
     write_model(dir.path, tensors, 0);
     return error_of([&] { (void)gsq::HfLlamaSource(dir.str()); });
   };
-  REQUIRE(open_with(good, cj) == "no exception");
+  REQUIRE(open_with(good, cj).empty());
 
   auto missing = good;
   missing.erase(missing.begin() + 3);  // layer 0's k_proj

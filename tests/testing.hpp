@@ -40,6 +40,12 @@ inline std::string error_message(const std::function<void()>& fn) {
   return "(no exception)";
 }
 
+/// error_message, but "" when `fn` throws nothing (for .empty() checks).
+inline std::string error_of(const std::function<void()>& fn) {
+  const std::string m = error_message(fn);
+  return m == "(no exception)" ? std::string() : m;
+}
+
 inline bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }

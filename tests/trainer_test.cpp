@@ -18,6 +18,7 @@
 #if GSQ_HAVE_JSON
 #include "gsq/models/llama/dataset.hpp"
 #include "gsq/models/llama/trainer.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -28,15 +29,7 @@ using gsq::LlamaTrainer;
 using gsq::TextDataset;
 using gsq::TrainOptions;
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
+using gsq::test::error_of;
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
