@@ -8,7 +8,8 @@
 // fp32 model's held-out loss is the floor, and adapters trained on that text (next-token
 // cross-entropy, i.e. distillation) recover part of what 4 bits lost.  With --data, the same
 // comparison fine-tunes on the user's own text.  Every configuration trains in a forked child,
-// so that the peak RSS it reports is its own.  The model ships in the repository (models/,
+// so that the peak RSS it reports is its own, --jobs of them at a time (every loss is the same
+// at any --jobs: each configuration is deterministic; the time columns are steadiest at 1).  The model ships in the repository (models/,
 // sha256-checked at load; finetune/export.hpp says where else it looks).  There is no synthetic
 // stand-in any more: with the model committed, a missing file is an error that says where to get
 // it, not a reason to pretrain a noise-sized model whose 4-bit gap shows nothing.
@@ -16,8 +17,10 @@
 // Outputs (in --out, default finetune_out/): table.md, table.csv, sweep.csv, sweep.svg;
 // gsq888_merged.bin (llama2.c, adapters folded in); for llama.cpp, PEFT and gsq, the GSQ 8-8-8
 // row's exact frozen base base-q4_0.gguf (with the tokenizer) and its adapter as adapter.gguf and
-// peft/.  The program prints the commands that run them.
+// peft/, and the LoTA-QAF row's merged model lota-q4_0.gguf (a stock Q4_0 GGUF, no adapter).
+// The program reads them back and prints the commands that run them.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -31,10 +34,12 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "finetune/export.hpp"
 #include "finetune/report.hpp"
+#include "finetune/rows.hpp"
 #include "finetune/train.hpp"
 #include "gsq/models/llama/runner.hpp"
 #include "gsq/models/llama/tokenizer.hpp"
@@ -56,7 +61,14 @@ struct Settings {
   int seq = 64;              // tokens per window (next-token predictions per sequence)
   int heldout_windows = 64;  // generated held-out windows (training: steps x batch, one epoch)
   int sweep_steps = 60;      // optimizer steps per sweep point; 0 skips the sweep
+  int jobs = default_jobs();  // configurations trained at a time, data sampling threads
   TrainSettings train;
+
+  /// The CPUs online, at most 8 (each configuration is one thread).
+  static int default_jobs() {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return static_cast<int>(std::min(8L, std::max(1L, n)));
+  }
 };
 
 void usage() {
@@ -78,7 +90,12 @@ void usage() {
       "  --lota-rank N      rank of the LoTA-QAF row (default 16)\n"
       "  --lota-omega X     its marker threshold as a fraction of its rank (default 0.5;\n"
       "                     the paper's 0.75 is weaker here, see the README)\n"
-      "  --seed N           seeds data, adapters and rounding (default 1)\n");
+      "  --seed N           seeds data, adapters and rounding (default 1)\n"
+      "  --jobs N           configurations trained at a time, each in its own process, and\n"
+      "                     threads sampling the data (default: the CPUs online, at most 8;\n"
+      "                     %d here). Losses are the same at any N; the time columns are\n"
+      "                     steadiest at 1\n",
+      Settings::default_jobs());
 }
 
 /// The integer after an option, or std::invalid_argument naming the option.
@@ -130,6 +147,8 @@ Settings parse_args(int argc, char** argv) {
       s.train.lota_omega = std::strtod(v.c_str(), nullptr);
     } else if (arg == "--sweep-steps") {
       s.sweep_steps = number();
+    } else if (arg == "--jobs") {
+      s.jobs = number();
     } else if (arg == "--seed") {
       s.train.seed = static_cast<std::uint64_t>(parse_number(arg, v));
     } else {
@@ -146,8 +165,10 @@ Settings parse_args(int argc, char** argv) {
     throw std::invalid_argument("--steps and --sweep-steps (unless 0) must be at least the " +
                                 std::to_string(warmup) + " warmup steps");
   if (s.train.batch < 1 || s.seq < 1 || s.train.rank < 1 || !(s.train.lr > 0.0f) ||
-      s.train.lota_rank < 1)
-    throw std::invalid_argument("--batch, --seq, --rank, --lr and --lota-rank must be positive");
+      s.train.lota_rank < 1 || s.jobs < 1)
+    throw std::invalid_argument(
+        "--batch, --seq, --rank, --lr, --lota-rank and --jobs must be positive");
+  s.train.live_progress = s.jobs == 1;
   if (!(s.train.lota_omega >= 0.0 && s.train.lota_omega <= 1.0))
     throw std::invalid_argument("--lota-omega must be in [0, 1]");
   return s;
@@ -204,14 +225,33 @@ std::vector<int> sample_window(gsq::Llama2Runner& runner, int length, std::mt199
   return tokens;
 }
 
+/// steps x batch training windows from one seeded stream and heldout_windows from another, in
+/// order.  sample_window draws exactly seq numbers per window, so window i of a stream starts
+/// after i x seq draws: the windows are cut into s.jobs runs sampled side by side on threads,
+/// each from its stream advanced past the windows before it, and are the same at any s.jobs.
 Dataset generated_data(const Model& model, const Settings& s) {
-  gsq::Llama2Runner runner(model.weights);
+  const int n_train = s.train.steps * s.train.batch, total = n_train + s.heldout_windows;
+  std::vector<std::vector<int>> windows(static_cast<std::size_t>(total));
+  auto sample = [&](int from, int to) {  // windows [from, to) of the training then held-out ones
+    gsq::Llama2Runner runner(model.weights);
+    for (int i = from; i < to;) {
+      const bool train = i < n_train;
+      std::mt19937_64 rng(train ? s.train.seed * 2 + 1 : s.train.seed * 2 + 2);
+      rng.discard(static_cast<unsigned long long>(train ? i : i - n_train) *
+                  static_cast<unsigned long long>(s.seq));
+      for (const int end = train ? std::min(to, n_train) : to; i < end; ++i)
+        windows[static_cast<std::size_t>(i)] = sample_window(runner, s.seq, rng);
+    }
+  };
+  const int parts = std::max(1, std::min(s.jobs, total));
+  std::vector<std::thread> threads;
+  for (int p = 1; p < parts; ++p)
+    threads.emplace_back(sample, total * p / parts, total * (p + 1) / parts);
+  sample(0, total / parts);
+  for (std::thread& t : threads) t.join();
   Dataset d;
-  std::mt19937_64 train_rng(s.train.seed * 2 + 1), heldout_rng(s.train.seed * 2 + 2);
-  for (int i = 0; i < s.train.steps * s.train.batch; ++i)
-    d.train.push_back(sample_window(runner, s.seq, train_rng));
-  for (int i = 0; i < s.heldout_windows; ++i)
-    d.heldout.push_back(sample_window(runner, s.seq, heldout_rng));
+  d.train.assign(windows.begin(), windows.begin() + n_train);
+  d.heldout.assign(windows.begin() + n_train, windows.end());
   return d;
 }
 
@@ -252,79 +292,79 @@ Dataset text_data(const Model& model, const Settings& s) {
 
 // ---- The comparison --------------------------------------------------------------------------
 
-using W4A8 = gsq::LoraLinear<4, 8, 8, 8, 32>;
+using W4A8 = gsq::LoraLinear<4, 8, 8, 8, 32>;  // also the GSQ 8-8-8 rows' layer
 
-/// Trains a GSQ Bits-Bits-Bits row; with `merge`, also evaluates it merged into W4.
-template <int Bits>
-Measured train_gse(const Model& model, const Dataset& data, const TrainSettings& t,
-                   const std::string& label, bool merge,
-                   const std::function<
-                       void(const gsq::Llama2LoraModel<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>&)>&
-                       after_training = {}) {
-  return finetune::run_isolated([&] {
-    return finetune::train_adapters<gsq::LoraLinear<4, Bits, Bits, Bits, 32>>(
-        model.weights, data, t, gsq::LoraMode::kGse, label, merge, after_training);
-  });
-}
-
-/// The table's rows.  The trained GSQ 8-8-8 model is written into `out`: adapters folded into
-/// float32 as a llama2.c checkpoint (merged_path), and its frozen base and adapter for other
-/// runtimes (finetune::write_runtime_files).
-std::vector<Row> comparison(const Model& model, const Dataset& data, const TrainSettings& t,
-                            const std::string& out, const std::string& merged_path) {
-  using finetune::run_isolated;
+/// Adds the table's rows to `runs` (their Measured, in order, are runs' results) and returns
+/// them without their measurements.  The trained GSQ 8-8-8 model is written into `out`:
+/// adapters folded into float32 as a llama2.c checkpoint (merged_path), and its frozen base and
+/// adapter for other runtimes (finetune::write_runtime_files); the LoTA-QAF row's merged model
+/// as lota-q4_0.gguf (finetune::train_lota_row).
+std::vector<Row> comparison(finetune::IsolatedRuns& runs, const Model& model, const Dataset& data,
+                            const TrainSettings& t, const std::string& out,
+                            const std::string& merged_path) {
   std::vector<Row> rows;
-  std::printf(
-      "Training: %d steps x %d windows of %zu tokens, rank %d, every configuration in "
-      "its own process\n",
-      t.steps, t.batch, data.train.front().size() - 1, t.rank);
-  rows.push_back({"fp32, no adapters", "32-32-32-—", false, run_isolated([&] {
-                    Measured m;
-                    m.heldout_loss = finetune::heldout_loss_fp32(model.weights, data.heldout);
-                    return m;
-                  })});
-  rows.push_back({"W4, no adapters", "4-32-32-—", false, run_isolated([&] {
-                    return finetune::evaluate_untrained<W4A8>(model.weights, data);
-                  })});
-  auto train_w4a8 = [&](gsq::LoraMode mode, const char* label) {
-    return run_isolated(
-        [&] { return finetune::train_adapters<W4A8>(model.weights, data, t, mode, label); });
+  auto add = [&](std::string name, std::string bits, bool trained,
+                 const std::function<Measured()>& run) {
+    rows.push_back({std::move(name), std::move(bits), trained, {}});
+    runs.add(run);
   };
-  rows.push_back({"W4 + float adapters (QLoRA-style)", "4-32-32-32", true,
-                  train_w4a8(gsq::LoraMode::kFloat, "W4 + float adapters")});
-  auto write_gsq888 = [&](const gsq::Llama2LoraModel<W4A8>& m) {
-    finetune::write_file(merged_path, m.merged_weights(model.weights).serialize());
-    finetune::write_runtime_files(m, model.weights, *model.tokenizer, out);
+  add("fp32, no adapters", "32-32-32-—", false, [&] {
+    Measured m;
+    m.heldout_loss = finetune::heldout_loss_fp32(model.weights, data.heldout);
+    return m;
+  });
+  add("W4, no adapters", "4-32-32-—", false,
+      [&] { return finetune::evaluate_untrained<W4A8>(model.weights, data); });
+  auto w4a8 = [&](gsq::LoraMode mode, const char* label) {
+    return [&model, &data, &t, mode, label] {
+      return finetune::train_adapters<W4A8>(model.weights, data, t, mode, label);
+    };
   };
-  rows.push_back({"GSQ 8-8-8", "4-8-8-8", true,
-                  train_gse<8>(model, data, t, "GSQ 8-8-8", true, write_gsq888)});
-  rows.push_back({"GSQ 8-8-8, attention on GSE too", "4-8-8-8", true, run_isolated([&] {
-                    return finetune::train_adapters<W4A8>(
-                        model.weights, data, t, gsq::LoraMode::kGse, "GSQ 8-8-8 + GSE attention",
-                        true, {}, gsq::LoraMode::kGse);
-                  })});
-  rows.push_back({"GSQ 6-6-6", "4-6-6-6", true, train_gse<6>(model, data, t, "GSQ 6-6-6", true)});
-  rows.push_back({"GSQ 5-5-5", "4-5-5-5", true, train_gse<5>(model, data, t, "GSQ 5-5-5", true)});
-  rows.push_back({"W4 + FP8 adapters", "4-E4M3-E5M2-E4M3", true,
-                  train_w4a8(gsq::LoraMode::kFp8, "W4 + FP8 adapters")});
-  rows.push_back({finetune::format("LoTA-QAF ternary, rank %d, merged", t.lota_rank), "4-8-8-T",
-                  true, run_isolated([&] {
-                    return finetune::train_lota(model.weights, data, t, "LoTA-QAF ternary");
-                  })});
+  add("W4 + float adapters (QLoRA-style)", "4-32-32-32", true,
+      w4a8(gsq::LoraMode::kFloat, "W4 + float adapters"));
+  add("GSQ 8-8-8", "4-8-8-8", true, [&] {
+    return finetune::train_adapters<W4A8>(
+        model.weights, data, t, gsq::LoraMode::kGse, "GSQ 8-8-8", true,
+        [&](const gsq::Llama2LoraModel<W4A8>& m) {
+          finetune::write_file(merged_path, m.merged_weights(model.weights).serialize());
+          finetune::write_runtime_files(m, model.weights, *model.tokenizer, out);
+        });
+  });
+  add("GSQ 8-8-8, attention on GSE too", "4-8-8-8", true, [&] {
+    return finetune::train_adapters<W4A8>(model.weights, data, t, gsq::LoraMode::kGse,
+                                          "GSQ 8-8-8 + GSE attention", true, {},
+                                          gsq::LoraMode::kGse);
+  });
+  add("GSQ 6-6-6", "4-6-6-6", true,
+      [&] { return finetune::train_narrow_gse(6, model.weights, data, t, "GSQ 6-6-6", true); });
+  add("GSQ 5-5-5", "4-5-5-5", true,
+      [&] { return finetune::train_narrow_gse(5, model.weights, data, t, "GSQ 5-5-5", true); });
+  add("W4 + FP8 adapters", "4-E4M3-E5M2-E4M3", true,
+      w4a8(gsq::LoraMode::kFp8, "W4 + FP8 adapters"));
+  add(finetune::format("LoTA-QAF ternary, rank %d, merged", t.lota_rank), "4-8-8-T", true, [&] {
+    return finetune::train_lota_row(model.weights, data, t, "LoTA-QAF ternary", *model.tokenizer,
+                                    out);
+  });
   return rows;
 }
 
-std::vector<finetune::SweepPoint> sweep(const Model& model, const Dataset& data, TrainSettings t) {
+/// Adds the bits x rank sweep's points to `runs` (their Measured follow in runs' results) and
+/// returns them without their measurements.
+std::vector<finetune::SweepPoint> sweep(finetune::IsolatedRuns& runs, const Model& model,
+                                        const Dataset& data, const TrainSettings& settings) {
   std::vector<finetune::SweepPoint> points;
   for (int bits : {5, 6, 8}) {
     for (int rank : {4, 8, 16, 32, 64}) {
+      TrainSettings t = settings;
       t.rank = rank;
       const std::string label =
           "sweep GSE " + std::to_string(bits) + "-bit, rank " + std::to_string(rank);
-      const Measured m = bits == 5   ? train_gse<5>(model, data, t, label, false)
-                         : bits == 6 ? train_gse<6>(model, data, t, label, false)
-                                     : train_gse<8>(model, data, t, label, false);
-      points.push_back({bits, rank, m});
+      runs.add([&model, &data, t, label, bits] {
+        return bits == 8 ? finetune::train_adapters<W4A8>(model.weights, data, t,
+                                                          gsq::LoraMode::kGse, label, false)
+                         : finetune::train_narrow_gse(bits, model.weights, data, t, label, false);
+      });
+      points.push_back({bits, rank, {}});
     }
   }
   return points;
@@ -364,11 +404,13 @@ std::string footnotes(const Settings& s, long parent_rss_kib) {
       "rows, an upper bound of the matmul's packing buffers in GSQ rows, the effective codes "
       "in the LoTA row. Peak RSS: getrusage of the forked child that ran the row, which starts "
       "with the parent's resident pages (%.1f MiB when it forked). Step time: median wall time "
-      "of one optimizer step (forward, backward and update), on one thread.\n",
+      "of one optimizer step (forward, backward and update), on one thread; configurations "
+      "running at a time: %d (--jobs; side by side they can slow each other down, and --jobs 1 "
+      "gives the steadiest time columns with the same losses).\n",
       s.train.steps, s.train.batch, s.train.rank, static_cast<double>(s.train.alpha),
       static_cast<double>(s.train.lr), s.train.warmup, static_cast<double>(s.train.clip),
       s.train.lota_rank, s.train.lota_omega, q.q0, q.q1, 100 * q.warm, q.q2,
-      parent_rss_kib / 1024.0);
+      parent_rss_kib / 1024.0, s.jobs);
 }
 
 /// GSQ 8-8-8 against the float adapters, and before against after fine-tuning.
@@ -414,7 +456,25 @@ int main(int argc, char** argv) {
     mkdir(s.out.c_str(), 0755);
     const std::string export_path = s.out + "/gsq888_merged.bin";
     const long parent_rss_kib = finetune::current_rss_kib();
-    const std::vector<Row> rows = comparison(model, data, s.train, s.out, export_path);
+    // Every configuration of the table and of the sweep in one queue, s.jobs at a time.
+    finetune::IsolatedRuns runs(s.jobs);
+    std::printf(
+        "Training: %d steps x %d windows of %zu tokens, rank %d, every configuration in its own "
+        "process, %d at a time\n",
+        s.train.steps, s.train.batch, data.train.front().size() - 1, s.train.rank, s.jobs);
+    std::vector<Row> rows = comparison(runs, model, data, s.train, s.out, export_path);
+    TrainSettings sweep_settings = s.train;
+    sweep_settings.steps = s.sweep_steps;
+    std::vector<finetune::SweepPoint> points;
+    if (s.sweep_steps > 0) {
+      std::printf("Sweep: GSE bits {5, 6, 8} x rank {4, 8, 16, 32, 64}, %d steps each\n",
+                  s.sweep_steps);
+      points = sweep(runs, model, data, sweep_settings);
+    }
+    const std::vector<Measured> measured = runs.wait();
+    for (std::size_t i = 0; i < rows.size(); ++i) rows[i].m = measured[i];
+    for (std::size_t i = 0; i < points.size(); ++i) points[i].m = measured[rows.size() + i];
+
     const std::string md =
         finetune::table_markdown(rows, s.data.empty()) + "\n" + footnotes(s, parent_rss_kib);
     std::printf("\n%s\n", md.c_str());
@@ -449,19 +509,38 @@ int main(int argc, char** argv) {
           runtime.base.c_str(), runtime.adapter.c_str(), runtime.base.c_str(),
           runtime.adapter.c_str(), runtime.peft.c_str());
     }
+    // The LoTA-QAF row's merged model: its own file, no adapter.  The training model on it must
+    // reproduce the row's merged loss bit for bit; the inference runner is another engine.
+    const std::string lota = finetune::lota_file(s.out);
+    written.push_back(lota);
+    const double lota_row = rows.back().m.merged_loss;
+    double lota_model = 0, lota_runner = 0;
+    finetune::reload_lota_file(s.out, s.train, data.heldout, lota_model, lota_runner);
+    if (lota_model != lota_row)
+      throw std::runtime_error(finetune::format(
+          "%s read back gives held-out loss %.17g, not the LoTA row's merged %.17g", lota.c_str(),
+          lota_model, lota_row));
+    std::printf(
+        "Read back: %s (the LoTA-QAF row merged into the 4-bit codes, a stock Q4_0 GGUF with no "
+        "adapter) through gsq's GGUF reader: the training model on it gives held-out loss %.4f, "
+        "bit-identical to the row's merged %.4f; gsq's inference runner (integer engine, W4A8) "
+        "%.4f (%+.1e: the runner is the other engine, one token at a time over a key/value "
+        "cache, whose float arithmetic is not the training model's operation for operation; the "
+        "file's weights are exact, see the training model's figure).\n"
+        "Run it:\n  llama-cli -m %s -p \"Once upon a time\" -n 64\n"
+        "  gsq generate --model %s --prompt \"Once upon a time\" -n 64\n\n",
+        lota.c_str(), lota_model, lota_row, lota_runner, lota_runner - lota_row, lota.c_str(),
+        lota.c_str());
 
     if (s.sweep_steps > 0) {
-      TrainSettings t = s.train;
-      t.steps = s.sweep_steps;
-      std::printf("Sweep: GSE bits {5, 6, 8} x rank {4, 8, 16, 32, 64}, %d steps each\n", t.steps);
-      const std::vector<finetune::SweepPoint> points = sweep(model, data, t);
       finetune::write_file(s.out + "/sweep.csv", finetune::sweep_csv(points));
       finetune::write_file(
           s.out + "/sweep.svg",
           finetune::sweep_svg(
               points, finetune::format("%d steps per point; fp32 model %.3f, W4 "
                                        "without adapters %.3f",
-                                       t.steps, rows[0].m.heldout_loss, rows[1].m.heldout_loss)));
+                                       s.sweep_steps, rows[0].m.heldout_loss,
+                                       rows[1].m.heldout_loss)));
       written.push_back(s.out + "/sweep.csv");
       written.push_back(s.out + "/sweep.svg");
     }

@@ -1,6 +1,7 @@
 // finetune/export.hpp: the demo's model files: where it finds stories260K (checking the sha256 of
-// the files it knows), and the GSQ 8-8-8 row written for other runtimes: the exact frozen base as
-// a GGUF with the tokenizer, the adapter as a llama.cpp adapter.gguf and as a PEFT directory.
+// the files it knows), the GSQ 8-8-8 row written for other runtimes (the exact frozen base as a
+// GGUF with the tokenizer, the adapter as a llama.cpp adapter.gguf and as a PEFT directory), and
+// the name of the LoTA-QAF row's merged model (written and read back by rows.hpp's functions).
 #pragma once
 
 #include <sys/stat.h>
@@ -140,6 +141,24 @@ struct RuntimeFiles {
   std::string peft;     ///< PEFT directory: adapter_config.json + adapter_model.safetensors
 };
 
+/// Writes the base of a model of 4-bit layers (LoraLinear: its frozen base; LotaLinear after
+/// merge(): the merged model) with `tok`'s vocabulary to `path` (gsq::write_base_gguf), and
+/// prints what it wrote, introduced by `what`.
+template <typename Linear>
+void write_gguf_with_vocabulary(const std::string& path, const gsq::Llama2LoraModel<Linear>& m,
+                                const gsq::Llama2Weights& w, const gsq::Tokenizer& tok,
+                                const char* what) {
+  const gsq::gguf::GgufFile vocab = tokenizer_metadata(tok);
+  const gsq::BaseExport report = gsq::write_base_gguf(path, m, gsq::Llama2WeightSource(w), &vocab);
+  std::string f32;
+  for (const std::string& name : report.f32_tensors) f32 += " " + name;
+  std::printf(
+      "%s: %s, %d tensors as ggml blocks (Q4_0 for the 4-bit linears, Q8_0 for the 8-bit "
+      "embedding), bit-exact; F32 (ne[0] not a multiple of 32, or a scale outside fp16):%s\n",
+      what, path.c_str(), report.block_tensors, f32.empty() ? " none" : f32.c_str());
+  std::fflush(stdout);  // the caller may be a forked child that leaves with _exit
+}
+
 /// Writes the trained model's frozen 4-bit base (with `tok`'s vocabulary) and, where nlohmann/json
 /// is present, its adapter as adapter.gguf and a PEFT directory (files: RuntimeFiles(out)).  The
 /// adapters record the sha256 of base-q4_0.gguf, the base they run on.  Prints what it wrote.
@@ -148,15 +167,7 @@ void write_runtime_files(
     const gsq::Llama2LoraModel<gsq::LoraLinear<4, ABits, GBits, AdBits, 32>>& m,
     const gsq::Llama2Weights& w, const gsq::Tokenizer& tok, const std::string& out) {
   const RuntimeFiles f(out);
-  const gsq::gguf::GgufFile vocab = tokenizer_metadata(tok);
-  const gsq::BaseExport report =
-      gsq::write_base_gguf(f.base, m, gsq::Llama2WeightSource(w), &vocab);
-  std::string f32;
-  for (const std::string& name : report.f32_tensors) f32 += " " + name;
-  std::printf(
-      "Frozen base: %s, %d tensors as ggml blocks (Q4_0 for the 4-bit linears, Q8_0 for the "
-      "8-bit embedding), bit-exact; F32 (ne[0] not a multiple of 32, or a scale outside fp16):%s\n",
-      f.base.c_str(), report.block_tensors, f32.empty() ? " none" : f32.c_str());
+  write_gguf_with_vocabulary(f.base, m, w, tok, "Frozen base");
 #if GSQ_HAVE_JSON
   const gsq::LlamaAdapter adapter =
       gsq::adapter_from_model(m, "gguf", gsq::base_model_sha256(f.base));
@@ -212,5 +223,8 @@ inline bool reload_runtime_files(const std::string& out,
   return false;
 #endif
 }
+
+/// The LoTA-QAF row's merged model: a stock Q4_0 GGUF that needs no adapter.
+inline std::string lota_file(const std::string& out) { return out + "/lota-q4_0.gguf"; }
 
 }  // namespace finetune

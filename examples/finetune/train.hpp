@@ -1,5 +1,5 @@
 // finetune/train.hpp: training and evaluating one configuration of examples/finetune.cpp, each
-// in its own child process so that the peak RSS it reports is its own.
+// in its own child process so that the peak RSS it reports is its own, several at a time.
 #pragma once
 
 #include <sys/resource.h>
@@ -66,6 +66,9 @@ struct TrainSettings {
   std::uint64_t seed = 1;
   int lota_rank = 16;       ///< the LoTA-QAF row's rank
   double lota_omega = 0.5;  ///< its marker threshold omega, as a fraction of its rank
+  /// The progress line rewritten in place on a terminal; off when configurations run side by
+  /// side (their lines would overwrite each other), which prints only each one's final line.
+  bool live_progress = true;
 };
 
 /// What one configuration measured.  Plain data, so that a child process can send it back.
@@ -85,15 +88,15 @@ struct Measured {
 };
 
 /// One line on stderr, rewritten in place: step/total, training loss (a moving average over
-/// about the last 10 steps), tokens/s, ETA.  When stderr is not a terminal, only the final line
-/// is printed.
+/// about the last 10 steps), tokens/s, ETA.  When stderr is not a terminal, or `live` is false,
+/// only the final line is printed.
 class Progress {
  public:
-  Progress(std::string label, int total, int tokens_per_step)
+  Progress(std::string label, int total, int tokens_per_step, bool live = true)
       : label_(std::move(label)),
         total_(total),
         tokens_per_step_(tokens_per_step),
-        tty_(isatty(STDERR_FILENO) != 0),
+        tty_(live && isatty(STDERR_FILENO) != 0),
         start_(Clock::now()),
         last_(start_) {
     std::fflush(stdout);  // what the program printed so far comes before the progress line
@@ -168,7 +171,8 @@ std::vector<double> train(Model& model, const std::vector<std::vector<int>>& win
   std::mt19937_64 rng(s.seed);
   for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
 
-  Progress progress(label, s.steps, s.batch * static_cast<int>(windows.front().size() - 1));
+  Progress progress(label, s.steps, s.batch * static_cast<int>(windows.front().size() - 1),
+                    s.live_progress);
   std::vector<double> step_ms;
   std::vector<std::vector<int>> batch;
   std::size_t next = 0;
@@ -244,16 +248,26 @@ Measured train_adapters(
   return m;
 }
 
-/// LoTA-QAF: ternary adapters of rank s.lota_rank (omega = s.lota_omega * rank) on the 4-bit
-/// grid, t-SignSGD on its default q schedule over s.steps, integer gradients; evaluated after
-/// the exact merge, so the held-out loss and the inference time are those of the merged model.
-inline Measured train_lota(const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
-                           const std::string& label) {
-  using Lota = gsq::LotaLinear<4, 8, 8, 32>;
+/// The LoTA-QAF row's layer: ternary adapters on the 4-bit base, 8-bit activations and gradients.
+using Lota = gsq::LotaLinear<4, 8, 8, 32>;
+
+/// The LoTA-QAF row's layer options: rank s.lota_rank, seeded by s.seed.
+inline gsq::LoraOptions lota_options(const TrainSettings& s) {
   gsq::LoraOptions options;
   options.rank = s.lota_rank;
   options.seed = s.seed;
-  gsq::Llama2LoraModel<Lota> model(w, options);
+  return options;
+}
+
+/// LoTA-QAF: ternary adapters of rank s.lota_rank (omega = s.lota_omega * rank) on the 4-bit
+/// grid, t-SignSGD on its default q schedule over s.steps, integer gradients; evaluated after
+/// the exact merge, so the held-out loss and the inference time are those of the merged model.
+/// `after_merge`, when set, is called with the merged model (the demo writes its file there).
+inline Measured train_lota(
+    const gsq::Llama2Weights& w, const Dataset& data, const TrainSettings& s,
+    const std::string& label,
+    const std::function<void(const gsq::Llama2LoraModel<Lota>&)>& after_merge = {}) {
+  gsq::Llama2LoraModel<Lota> model(w, lota_options(s));
   for (Lota* layer : model.loras()) layer->set_omega(s.lota_omega * s.lota_rank);
   std::vector<gsq::TernaryParameter<std::int64_t>> params;
   for (Lota* layer : model.loras()) {
@@ -272,6 +286,7 @@ inline Measured train_lota(const gsq::Llama2Weights& w, const Dataset& data, con
     throw std::runtime_error(
         format("LoTA merge changed the held-out loss: %.17g -> %.17g", unmerged, m.heldout_loss));
   m.merged_loss = m.heldout_loss;
+  if (after_merge) after_merge(model);
   return m;
 }
 
@@ -292,39 +307,102 @@ inline long current_rss_kib() {
   return resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+/// Runs functions returning a Measured, each in its own forked child (so that the peak RSS each
+/// reports is its own), at most `jobs` at a time, and gives their results in the order they were
+/// added.  A child that fails has printed why; wait() then throws std::runtime_error, after every
+/// child has ended.
+class IsolatedRuns {
+ public:
+  explicit IsolatedRuns(int jobs) : jobs_(static_cast<std::size_t>(std::max(1, jobs))) {}
+  IsolatedRuns(const IsolatedRuns&) = delete;
+  IsolatedRuns& operator=(const IsolatedRuns&) = delete;
+  ~IsolatedRuns() {
+    while (!running_.empty()) finish_one();  // only when an exception left children behind
+  }
+
+  /// Starts fn() in a child now, first waiting for one to end when `jobs` are running.  fn runs
+  /// on a copy of this process, so what it reads needs only to exist when add() is called.
+  template <typename Fn>
+  void add(Fn&& fn) {
+    while (running_.size() >= jobs_) finish_one();
+    int fds[2];
+    if (pipe(fds) != 0) throw std::runtime_error("pipe() failed");
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error("fork() failed");
+    if (pid == 0) {
+      close(fds[0]);
+      int status = 0;
+      try {
+        Measured m = fn();
+        m.peak_rss_kib = peak_rss_kib();
+        status = write(fds[1], &m, sizeof m) == static_cast<ssize_t>(sizeof m) ? 0 : 1;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "\nfinetune: %s\n", e.what());
+        status = 1;
+      }
+      std::fflush(stdout);
+      std::fflush(stderr);
+      _exit(status);
+    }
+    close(fds[1]);
+    running_.push_back({pid, fds[0], results_.size()});
+    results_.emplace_back();
+  }
+
+  /// Waits for every child; their results in the order of add().
+  std::vector<Measured> wait() {
+    while (!running_.empty()) finish_one();
+    if (failed_) throw std::runtime_error("a training run failed (see above)");
+    return results_;
+  }
+
+ private:
+  struct Child {
+    pid_t pid;
+    int fd;  // the pipe its Measured arrives on (it fits the pipe's buffer: no deadlock)
+    std::size_t index;
+  };
+
+  void finish_one() {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, 0);
+    const auto it = std::find_if(running_.begin(), running_.end(),
+                                 [pid](const Child& c) { return c.pid == pid; });
+    if (it == running_.end()) {  // not ours, or waitpid failed: wait for ours one by one
+      if (pid > 0) return;
+      waitpid(running_.front().pid, &status, 0);
+      return close_child(running_.begin(), status);
+    }
+    close_child(it, status);
+  }
+
+  void close_child(std::vector<Child>::iterator it, int status) {
+    Measured m;
+    const ssize_t got = read(it->fd, &m, sizeof m);
+    close(it->fd);
+    if (got == static_cast<ssize_t>(sizeof m) && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      results_[it->index] = m;
+    } else {
+      failed_ = true;
+    }
+    running_.erase(it);
+  }
+
+  std::size_t jobs_;
+  std::vector<Child> running_;
+  std::vector<Measured> results_;
+  bool failed_ = false;
+};
+
 /// Runs fn() in a forked child and returns its Measured, with the child's own peak RSS.
 /// Throws std::runtime_error if the child fails (it has printed why).
 template <typename Fn>
 Measured run_isolated(Fn&& fn) {
-  int fds[2];
-  if (pipe(fds) != 0) throw std::runtime_error("pipe() failed");
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork() failed");
-  if (pid == 0) {
-    close(fds[0]);
-    int status = 0;
-    try {
-      Measured m = fn();
-      m.peak_rss_kib = peak_rss_kib();
-      status = write(fds[1], &m, sizeof m) == static_cast<ssize_t>(sizeof m) ? 0 : 1;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "\nfinetune: %s\n", e.what());
-      status = 1;
-    }
-    std::fflush(stderr);
-    _exit(status);
-  }
-  close(fds[1]);
-  Measured m;
-  const ssize_t got = read(fds[0], &m, sizeof m);
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (got != static_cast<ssize_t>(sizeof m) || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    throw std::runtime_error("a training run failed (see above)");
-  return m;
+  IsolatedRuns run(1);
+  run.add(std::forward<Fn>(fn));
+  return run.wait().front();
 }
 
 }  // namespace finetune
