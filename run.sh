@@ -242,20 +242,39 @@ cmd_test() {
 }
 
 cmd_demo() {
+  # Each phase is timed (seconds since this command began), so that a slow run says where its
+  # time went: packages, the workflow's configure and build steps, the demo itself.
+  local t0=${SECONDS}
   "${REPO_ROOT}/scripts/install-deps.sh" build
+  local t_packages=$((SECONDS - t0))
   check_cmake
   mkdir -p "${LOG_DIR}"
   local log="${LOG_DIR}/demo.log"
-  log "configure and build the demo: cmake --workflow --preset ${DEMO_PRESET}"
-  run_workflow "${DEMO_PRESET}" "${log}" || die "the demo did not build (log: ${log})"
+  log "[${t_packages} s] configure and build the demo: cmake --workflow --preset ${DEMO_PRESET}"
+  local status line
+  set +e
+  (cd "${REPO_ROOT}" && cmake --workflow --preset "${DEMO_PRESET}") 2>&1 | tee "${log}" |
+    while IFS= read -r line; do
+      if [[ "${line}" == "Executing workflow step "* ]]; then
+        printf '[%d s] %s\n' $((SECONDS - t0)) "${line}"
+      else
+        printf '%s\n' "${line}"
+      fi
+    done
+  status=${PIPESTATUS[0]}
+  set -e
+  [[ ${status} -eq 0 ]] || die "the demo did not build (log: ${log})"
+  local t_built=$((SECONDS - t0))
   local build
   build="$(build_dir_of "${log}")"
   [[ -n "${build}" ]] || die "no build directory in the output of the ${DEMO_PRESET} workflow"
   local demo="${build}/${DEMO_PROGRAM}"
   [[ -x "${demo}" ]] || die "demo program ${demo} was not built"
-  log "running ${DEMO_PROGRAM} $*"
+  log "[${t_built} s] running ${DEMO_PROGRAM} $*"
   cd "${REPO_ROOT}"
   "${demo}" "$@"
+  log "demo done in $((SECONDS - t0)) s: packages ${t_packages} s, configure and build" \
+    "$((t_built - t_packages)) s, the demo $((SECONDS - t0 - t_built)) s"
 }
 
 main() {
