@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -545,6 +546,18 @@ double current_rss_mb() {
                 : 0;
 }
 
+/// printf to stderr unless quiet.
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+void note(bool quiet, const char* fmt, ...) {
+  if (quiet) return;
+  std::va_list args;
+  va_start(args, fmt);
+  std::vfprintf(stderr, fmt, args);
+  va_end(args);
+}
+
 /// Everything that decides a fine-tuning run's outputs (what receipt.json records and
 /// `gsq verify` replays), plus where it writes.
 struct FinetuneRun {
@@ -712,9 +725,11 @@ const char* format_name(gsq::ModelFormat f) {
 /// Trains, writes the outputs into r.out and returns the receipt (also written there).
 /// Returns a null json when interrupted (a checkpoint was written).
 nlohmann::json finetune(const FinetuneRun& r) {
-  const auto log = [&r](const char* fmt, auto... args) {
-    if (!r.quiet) std::fprintf(stderr, fmt, args...);
-  };
+  // From the start: a Ctrl-C while the model and data load stops the run after its first step,
+  // with a checkpoint.
+  g_interrupted = 0;
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   const gsq::LlamaModelFiles m = gsq::open_llama_model(r.model, r.tokenizer);
   if (!m.tokenizer)
     throw std::invalid_argument("gsq finetune: no tokenizer found for " + m.path +
@@ -742,7 +757,7 @@ nlohmann::json finetune(const FinetuneRun& r) {
     d.chat_template = v->as_string();
   }
   gsq::TextDataset data = gsq::load_text_dataset(r.data, *m.tokenizer, d);
-  log("gsq finetune: %s: %zu training and %zu held-out windows of %d tokens (%s)\n",
+  note(r.quiet, "gsq finetune: %s: %zu training and %zu held-out windows of %d tokens (%s)\n",
       r.data.c_str(), data.train.size(), data.eval.size(), r.seq, data.format.c_str());
   gsq::TrainOptions t = r.train;
   t.checkpoint_path = checkpoint;
@@ -750,16 +765,13 @@ nlohmann::json finetune(const FinetuneRun& r) {
   gsq::LlamaTrainer trainer(*m.weights, t, data);
   if (r.resume) {
     trainer.load_checkpoint(checkpoint);
-    log("gsq finetune: resumed from %s at step %lld of %lld\n", checkpoint.c_str(),
+    note(r.quiet, "gsq finetune: resumed from %s at step %lld of %lld\n", checkpoint.c_str(),
         static_cast<long long>(trainer.step()), static_cast<long long>(trainer.total_steps()));
   }
   const double before = trainer.eval_loss();
-  log("gsq finetune: held-out loss %s %.4f (perplexity %.3f)\n",
+  note(r.quiet, "gsq finetune: held-out loss %s %.4f (perplexity %.3f)\n",
       r.resume ? "at the checkpoint" : "before", before, std::exp(before));
 
-  g_interrupted = 0;
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
   const bool tty = isatty(STDERR_FILENO) != 0;
   const std::int64_t first_step = trainer.step();
   const bool done = trainer.train([&](const gsq::StepInfo& s) {
@@ -780,15 +792,15 @@ nlohmann::json finetune(const FinetuneRun& r) {
   });
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
-  if (tty) log("\n");
+  if (tty) note(r.quiet, "\n");
   if (!done) {
     trainer.save_checkpoint(checkpoint);
-    log("gsq finetune: interrupted at step %lld; checkpoint %s written; continue with --resume\n",
+    note(r.quiet, "gsq finetune: interrupted at step %lld; checkpoint %s written; continue with --resume\n",
         static_cast<long long>(trainer.step()), checkpoint.c_str());
     return nlohmann::json();
   }
   const double after = trainer.eval_loss();
-  log("gsq finetune: held-out loss after %.4f (perplexity %.3f)\n", after, std::exp(after));
+  note(r.quiet, "gsq finetune: held-out loss after %.4f (perplexity %.3f)\n", after, std::exp(after));
 
   const gsq::LlamaConfig& c = m.weights->config();
   const gsq::LlamaAdapter adapter = trainer.adapter(format_name(m.format), base_sha256);
