@@ -7,6 +7,7 @@
 
 #include "catch.hpp"
 #include "gsq/convert.hpp"
+#include "gsq/kernels/float_rows.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
 
@@ -73,6 +74,49 @@ TEMPLATE_TEST_CASE_SIG("SIMD conversion kernels are bit-identical to scalar", "[
   require_same_as_scalar<4, 128>(I, 6, n, static_cast<std::uint32_t>(n + 5), -12, 12);
   require_same_as_scalar<3, 32>(I, 2, n, static_cast<std::uint32_t>(n + 6), -3, 3);
   require_same_as_scalar<2, 256>(I, 3, n, static_cast<std::uint32_t>(n + 7), -2, 2);
+}
+
+// The float tile kernel of attention (kernels/float_rows.hpp): every column count its blocking
+// splits differently, strided and transposed A, fresh and accumulated C, and zero, negative,
+// tiny and huge operands, against the plain loops.
+TEMPLATE_TEST_CASE_SIG("SIMD float_rows kernels are bit-identical to the plain loops", "[kernels]",
+                       ((Isa I), I), Isa::kAvx2, Isa::kAvx512, Isa::kNeon) {
+  if (!gsq::cpu_supports(I)) {
+    GSQ_SKIP(gsq::to_string(I) << " is not available on this CPU, or GSQ_ISA rules it out");
+  }
+  const gsq::kernels::FloatRowsKernel kernel = gsq::kernels::float_rows_kernel(I);
+  REQUIRE(kernel != gsq::kernels::float_rows_kernel(Isa::kScalar));
+  const Index n = GENERATE(16, 32, 48, 64, 80, 112, 128, 256);
+  const Index depth = GENERATE(0, 1, 7, 48, 100);
+  for (int transposed = 0; transposed < 2; ++transposed) {
+    for (int accumulate = 0; accumulate < 2; ++accumulate) {
+      const auto seed = static_cast<std::uint32_t>(n * 131 + depth * 7 + transposed * 2 + accumulate);
+      const Index lda = transposed ? 5 : depth + 3;  // A[r][k] at r * a_row + k * a_col
+      auto a = gsq::test::mixed_data(static_cast<std::size_t>((depth + 1) * 8 + 8), seed, -30, 30);
+      auto b = gsq::test::mixed_data(static_cast<std::size_t>((depth + 1) * (n + 5)), seed + 1, -30, 30);
+      const auto c0 = gsq::test::mixed_data(static_cast<std::size_t>(4 * (n + 3)), seed + 2, -10, 10);
+      for (std::size_t i = 0; i < a.size(); i += 5) a[i] = 0.0f;  // zero products, as P's triangle
+      std::vector<float> want = c0, got = c0;
+      gsq::kernels::FloatRows p;
+      p.ldc = n + 3;
+      p.a = a.data();
+      p.a_row = transposed ? 1 : lda;
+      p.a_col = transposed ? lda : 1;
+      p.b = b.data();
+      p.ldb = n + 5;
+      p.n = n;
+      p.depth = depth;
+      p.accumulate = accumulate != 0;
+      p.scale = accumulate ? 1.0f : 0.125f;
+      p.c = want.data();
+      gsq::kernels::float_rows_spec(p);
+      p.c = got.data();
+      kernel(p);
+      INFO(gsq::to_string(I) << " n " << n << " depth " << depth << " transposed " << transposed
+                             << " accumulate " << accumulate);
+      REQUIRE(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0);
+    }
+  }
 }
 
 TEMPLATE_TEST_CASE_SIG("SIMD kernels agree with scalar on every bf16 bit pattern", "[kernels]",

@@ -13,6 +13,7 @@
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/parallel.hpp"
 #include "gsq/detail/vmath.hpp"
+#include "gsq/models/llama/attention.hpp"
 #include "gsq/models/llama/classifier.hpp"
 #include "gsq/models/llama/config.hpp"
 #include "gsq/models/llama/source.hpp"
@@ -29,9 +30,9 @@ namespace gsq {
 //   quantized copy of their normalised input, and so do w1 and w3.
 //   Embedding and classifier: GSE-INT8, the classifier and its cross-entropy fused a chunk of
 //   tokens at a time (classifier.hpp).
-//   Attention: float, causal (the upper triangle is never computed), one (window, kv head)
-//   pair per work item; the probabilities are not stored but recomputed in backward from each
-//   row's saved max and 1 / sum.
+//   Attention: float (attention.hpp), causal (the upper triangle is skipped a tile at a time),
+//   register-tiled kernels on every ISA with one result; the probabilities are not stored but
+//   recomputed in backward from each row's saved max and 1 / sum.  Or GSE (set_attention).
 //   RMSNorm, RoPE (a precomputed table), SwiGLU and the residuals: float, threaded over tokens.
 // Every float operation outside the linears is one of gsq's own (detail/vmath.hpp: exp,
 // fixed-order sums) in a fixed order, so a step is bit-identical on every ISA and thread count.
@@ -75,6 +76,7 @@ class LlamaLoraModel {
         workspace_(std::make_unique<MatmulWorkspace>()) {
     c_.validate();
     if (options_.matmul.workspace == nullptr) options_.matmul.workspace = workspace_.get();
+    float_attention_.set_isa(detail::conversion_kernel_isa(options_.conversion_isa));
     rope_ = RopeTable(c_, c_.seq_len);
     std::vector<float> w;
     source.read(LlamaTensor::kRmsFinal, 0, rms_final_);
@@ -232,7 +234,7 @@ class LlamaLoraModel {
       m.scratch += v->capacity() * sizeof(float);
     for (const std::vector<float>* v : {&spare_.x, &spare_.x2, &spare_.h1, &spare_.h3, &next_x_})
       m.scratch += v->capacity() * sizeof(float);
-    m.scratch += workspace_->bytes() + act_.bytes();
+    m.scratch += workspace_->bytes() + act_.bytes() + float_attention_.scratch_bytes();
     return m;
   }
 
@@ -402,207 +404,34 @@ class LlamaLoraModel {
     });
   }
 
-  // Attention kernels.  Query rows go four at a time (kRows), so that each key or value row
-  // loaded serves four rows of scores or outputs held in registers, and 16 columns at a time
-  // (kCols, one AVX-512 register; the compiler vectorises the fixed-size loops for any ISA).
-  // Every output element is still one sum in a fixed order (over the head's dimensions for a
-  // score, over keys in ascending order for an output row, over query rows in ascending order
-  // for a key's gradient), the order of the plain loops, so blocking changes no bit.
-  static constexpr Index kRows = 4;
-  static constexpr Index kCols = 16;
-  static Index padded(Index n) noexcept { return (n + kCols - 1) / kCols * kCols; }
-
-  /// out[r][j] = sum over i < depth of a[r][i] * bt[i * ldb + j], i ascending, for r < kRows,
-  /// j < n (bt is readable to padded(n) columns; rows of a past `rows` are not read).
-  static void rows_times(const float* const* a, Index rows, const float* bt, Index ldb,
-                         Index depth, Index n, float* out, Index ldo, float scale) noexcept {
-    for (Index j0 = 0; j0 < n; j0 += kCols) {
-      float acc[kRows][kCols] = {};
-      for (Index i = 0; i < depth; ++i) {
-        const float* b = bt + i * ldb + j0;
-        for (Index r = 0; r < kRows; ++r) {
-          const float ai = r < rows ? a[r][i] : 0.0f;
-          for (Index c = 0; c < kCols; ++c) acc[r][c] += ai * b[c];
-        }
-      }
-      const Index w = std::min(kCols, n - j0);
-      for (Index r = 0; r < rows; ++r) {
-        for (Index c = 0; c < w; ++c) out[r * ldo + j0 + c] = acc[r][c] * scale;
-      }
-    }
+  AttentionShape attention_shape() const {
+    return {len_, c_.head_size(), c_.n_heads, c_.n_kv_heads};
   }
-
-  /// out[r][0..width) = sum over j <= first + r of p[r][j] * m[j] (rows of m `ld` apart), j
-  /// ascending, for r < rows: the weighted sum of the window's value (or key) rows.
-  static void weighted_rows(const float* p, Index ldp, Index rows, Index first, const float* m,
-                            Index ld, Index width, float* const* out) noexcept {
-    for (Index i0 = 0; i0 < width; i0 += kCols) {
-      const Index w = std::min(kCols, width - i0);
-      float acc[kRows][kCols] = {};
-      auto add = [&](Index r, Index j) {
-        const float pj = p[r * ldp + j];
-        const float* v = m + j * ld + i0;
-        for (Index c = 0; c < w; ++c) acc[r][c] += pj * v[c];
-      };
-      if (w == kCols) {
-        for (Index j = 0; j < first; ++j) {  // every row of the block sees these keys
-          const float* v = m + j * ld + i0;
-          for (Index r = 0; r < kRows; ++r) {
-            const float pj = r < rows ? p[r * ldp + j] : 0.0f;
-            for (Index c = 0; c < kCols; ++c) acc[r][c] += pj * v[c];
-          }
-        }
-      } else {
-        for (Index j = 0; j < first; ++j) {
-          for (Index r = 0; r < rows; ++r) add(r, j);
-        }
-      }
-      for (Index r = 0; r < rows; ++r) {
-        for (Index j = first; j <= first + r; ++j) add(r, j);
-        std::copy(acc[r], acc[r] + w, out[r] + i0);
-      }
-    }
-  }
-
-  /// dst (hs x padded(len)) = the window's rows of src (columns [col, col + hs) of a width-wide
-  /// matrix), transposed, the padding zero.
-  void transpose_head(const float* src, Index width, Index col, Index first_row,
-                      float* dst) const {
-    const Index hs = c_.head_size(), len = len_, ld = padded(len_);
-    for (Index i = 0; i < hs; ++i) std::fill(dst + i * ld + len, dst + (i + 1) * ld, 0.0f);
-    for (Index s = 0; s < len; ++s) {
-      const float* row = src + (first_row + s) * width + col;
-      for (Index i = 0; i < hs; ++i) dst[i * ld + s] = row[i];
-    }
-  }
-
-  /// Scratch per thread slot: kT and vT (hs x padded(len)), scores and their gradients (kRows
-  /// x padded(len) each).
-  Index scratch_floats() const {
-    return (2 * c_.head_size() + 2 * kRows) * padded(len_);
-  }
-  float* attention_scratch(int slot) { return attn_scratch_.data() + slot * scratch_floats(); }
-  void attention_scratch_size(int threads) { size(attn_scratch_, threads * scratch_floats()); }
   int attention_threads(Index items) const {
     const double len = static_cast<double>(len_);
     return detail::threads_for(static_cast<double>(items) * len * len * c_.head_size() * 2,
                                options_.matmul.threads);
   }
 
-  /// Rows [t0, t0 + rows) of head h in window (row0): their scores against keys [0, t0 + rows)
-  /// into s (kRows x ld), then each row's softmax over its own keys [0, t], its max and 1 / sum
-  /// (max[r], inv[r]) computed and stored when `compute`, else read.
-  void probabilities(const Layer& L, Index h, Index row0, Index t0, Index rows, const float* kt,
-                     float* s, float* max_of, float* inv_of, bool compute) const {
-    const Index hs = c_.head_size(), qd = c_.q_dim(), ld = padded(len_);
-    const float* q[kRows];
-    for (Index r = 0; r < rows; ++r) q[r] = L.q_out.data() + (row0 + t0 + r) * qd + h * hs;
-    rows_times(q, rows, kt, ld, hs, t0 + rows, s, ld,
-               1.0f / std::sqrt(static_cast<float>(hs)));
-    for (Index r = 0; r < rows; ++r)
-      causal_softmax(s + r * ld, t0 + r + 1, max_of[r], inv_of[r], compute);
-  }
-
-  /// In place over the n scores a query row sees: exp(s - max) * (1 / sum), the row's max and
-  /// 1 / sum computed and stored when `compute`, else the forward's read (backward's recompute).
-  static void causal_softmax(float* s, Index n, float& max, float& inv, bool compute) noexcept {
-    if (compute) {
-      max = detail::max_f32(s, n);
-      for (Index j = 0; j < n; ++j) s[j] = detail::exp_f32(s[j] - max);
-      inv = 1.0f / detail::sum_f32(s, n);
-      for (Index j = 0; j < n; ++j) s[j] = s[j] * inv;
-    } else {
-      for (Index j = 0; j < n; ++j) s[j] = detail::exp_f32(s[j] - max) * inv;
-    }
-  }
-
   void attention_forward(Layer& L, Index windows) {
-    const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
-    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len, ld = padded(len);
+    const Index T = windows * len_;
     size(L.att_max, c_.n_heads * T);
     size(L.att_inv, c_.n_heads * T);
-    size(attn_, T * qd);
-    const Index items = windows * c_.n_kv_heads;
-    const int threads = attention_threads(items);
-    attention_scratch_size(threads);
-    detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
-      const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
-      float* kt = attention_scratch(slot);
-      float* s = kt + 2 * hs * ld;
-      transpose_head(L.k_out.data(), kvd, g * hs, row0, kt);
-      const float* v = L.v_out.data() + row0 * kvd + g * hs;
-      for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
-        for (Index t0 = 0; t0 < len; t0 += kRows) {
-          const Index rows = std::min(kRows, len - t0);
-          probabilities(L, h, row0, t0, rows, kt, s, L.att_max.data() + h * T + row0 + t0,
-                        L.att_inv.data() + h * T + row0 + t0, true);
-          float* o[kRows];
-          for (Index r = 0; r < rows; ++r) o[r] = attn_.data() + (row0 + t0 + r) * qd + h * hs;
-          weighted_rows(s, ld, rows, t0, v, kvd, hs, o);
-        }
-      }
-    });
+    size(attn_, T * c_.q_dim());
+    float_attention_.forward(attention_shape(), windows, L.q_out.data(), L.k_out.data(),
+                       L.v_out.data(), attn_.data(), L.att_max.data(), L.att_inv.data(),
+                       options_.matmul.threads);
   }
 
   /// From dO (T x q_dim, in dattn_): dQ, dK, dV (before RoPE is undone for Q and K).
   void attention_backward(Layer& L, Index windows) {
-    const Index hs = c_.head_size(), qd = c_.q_dim(), kvd = c_.kv_dim(), len = len_;
-    const Index kv_mul = c_.n_heads / c_.n_kv_heads, T = windows * len, ld = padded(len);
-    size(dq_, T * qd);
-    size(dk_, T * kvd);
-    size(dv_, T * kvd);
-    const Index items = windows * c_.n_kv_heads;
-    const int threads = attention_threads(items);
-    attention_scratch_size(threads);
-    detail::parallel_for_slots(items, threads, [&](Index item, int slot) {
-      const Index b = item / c_.n_kv_heads, g = item % c_.n_kv_heads, row0 = b * len;
-      float* kt = attention_scratch(slot);
-      float* vt = kt + hs * ld;
-      float* p = vt + hs * ld;
-      float* ds = p + kRows * ld;
-      transpose_head(L.k_out.data(), kvd, g * hs, row0, kt);
-      transpose_head(L.v_out.data(), kvd, g * hs, row0, vt);
-      for (Index s = 0; s < len; ++s) {
-        std::fill_n(dk_.data() + (row0 + s) * kvd + g * hs, hs, 0.0f);
-        std::fill_n(dv_.data() + (row0 + s) * kvd + g * hs, hs, 0.0f);
-      }
-      const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-      for (Index h = g * kv_mul; h < (g + 1) * kv_mul; ++h) {
-        for (Index t0 = 0; t0 < len; t0 += kRows) {
-          const Index rows = std::min(kRows, len - t0);
-          probabilities(L, h, row0, t0, rows, kt, p, L.att_max.data() + h * T + row0 + t0,
-                        L.att_inv.data() + h * T + row0 + t0, false);
-          const float* go[kRows];
-          const float* q[kRows];
-          for (Index r = 0; r < rows; ++r) {
-            go[r] = dattn_.data() + (row0 + t0 + r) * qd + h * hs;
-            q[r] = L.q_out.data() + (row0 + t0 + r) * qd + h * hs;
-          }
-          rows_times(go, rows, vt, ld, hs, t0 + rows, ds, ld, 1.0f);  // dP
-          for (Index r = 0; r < rows; ++r) {
-            const Index n = t0 + r + 1;
-            const float* pr = p + r * ld;
-            float* dr = ds + r * ld;
-            const float rowdot = detail::dot_f32(pr, dr, n);
-            for (Index j = 0; j < n; ++j) dr[j] = pr[j] * (dr[j] - rowdot) * scale;
-          }
-          float* gq[kRows];
-          for (Index r = 0; r < rows; ++r) gq[r] = dq_.data() + (row0 + t0 + r) * qd + h * hs;
-          weighted_rows(ds, ld, rows, t0, L.k_out.data() + row0 * kvd + g * hs, kvd, hs, gq);
-          // dK[j] += sum over the block's rows r (ascending) of dS[r][j] q_r; dV likewise
-          // with P and dO.  Row r sees keys j <= t0 + r.
-          for (Index j = 0; j < t0 + rows; ++j) {
-            float* gk = dk_.data() + (row0 + j) * kvd + g * hs;
-            float* gv = dv_.data() + (row0 + j) * kvd + g * hs;
-            const Index first = j > t0 ? j - t0 : 0;
-            for (Index r = first; r < rows; ++r) {
-              axpy(gk, ds[r * ld + j], q[r], hs);
-              axpy(gv, p[r * ld + j], go[r], hs);
-            }
-          }
-        }
-      }
-    });
+    const Index T = windows * len_;
+    size(dq_, T * c_.q_dim());
+    size(dk_, T * c_.kv_dim());
+    size(dv_, T * c_.kv_dim());
+    float_attention_.backward(attention_shape(), windows, L.q_out.data(), L.k_out.data(),
+                        L.v_out.data(), L.att_max.data(), L.att_inv.data(), dattn_.data(),
+                        dq_.data(), dk_.data(), dv_.data(), options_.matmul.threads);
   }
 
   // ---- Attention on the integer engine (set_attention(LoraMode::kGse)) -------------------
@@ -658,7 +487,7 @@ class LlamaLoraModel {
     }
     for (Index t = 0; t < len; ++t) {
       float* sr = sc.s.data() + t * len;
-      causal_softmax(sr, t + 1, max_of[t], inv_of[t], compute);
+      FloatAttention::softmax_row(sr, t + 1, max_of[t], inv_of[t], compute);
       std::fill(sr + t + 1, sr + len, 0.0f);
     }
   }
@@ -765,11 +594,6 @@ class LlamaLoraModel {
         matmul(sc.pq.view().transposed(), sc.dot.view(), dv, 1.0f, beta, mm);
       }
     });
-  }
-
-  /// y[0..n) += a * x[0..n) (y and x do not overlap), in order per element: vectorises.
-  static void axpy(float* __restrict y, float a, const float* __restrict x, Index n) noexcept {
-    for (Index i = 0; i < n; ++i) y[i] += a * x[i];
   }
 
   /// y += x elementwise over n values, threaded.
@@ -987,7 +811,8 @@ class LlamaLoraModel {
   // Scratch, reused every step.
   Activation act_;
   std::vector<float> xn_, attn_, hs_, y_, dx_, dxn_, tmp_, dh1_, dh3_, dhs_, dq_, dk_, dv_,
-      dattn_, dxf_, attn_scratch_;
+      dattn_, dxf_;
+  FloatAttention float_attention_;
   std::vector<GseAttentionScratch> gse_scratch_;  // one per thread slot
 };
 
