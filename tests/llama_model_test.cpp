@@ -1,12 +1,15 @@
 // llama_model_test.cpp: the LLaMA-family configuration, its RoPE table, gsq's own elementary
 // functions, weight sources, and the model's masks, classifier and memory.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "catch.hpp"
 #include "gsq/detail/vmath.hpp"
 #include "gsq/models/llama/lora_model.hpp"
+#include "testing.hpp"
 
 namespace {
 
@@ -48,6 +51,51 @@ TEST_CASE("exp_f32 is within 2 ulp of exp over the range softmax uses", "[llama]
   CHECK(gsq::detail::exp_f32(-100.0f) == 0.0f);
   CHECK(std::isinf(gsq::detail::exp_f32(100.0f)));
   CHECK(gsq::detail::exp_f32(0.0f) == 1.0f);
+}
+
+// The vector forms of vmath.hpp (16 lanes as one value) against the scalar definition they
+// claim to compute: lane j takes elements j, j + 16, ...; the lanes reduce pairwise.
+TEST_CASE("vmath's 16-lane reductions and exp_shifted_f32 equal their scalar definitions",
+          "[llama][vmath]") {
+  auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+  for (Index n : {1, 5, 15, 16, 17, 31, 32, 47, 100, 257}) {
+    auto x = gsq::test::normal_vector(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n), 30.0f);
+    auto y = gsq::test::normal_vector(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n + 1));
+    auto z = gsq::test::normal_vector(static_cast<std::size_t>(n), static_cast<std::uint32_t>(n + 2));
+    x[0] = -0.0f;
+    float sum[16] = {}, dot[16] = {}, dot3[16] = {}, mx[16];
+    std::fill(mx, mx + 16, x[0]);
+    for (Index i = 0; i < n; ++i) {
+      const auto k = static_cast<std::size_t>(i), j = static_cast<std::size_t>(i % 16);
+      sum[j] += x[k];
+      dot[j] += x[k] * y[k];
+      dot3[j] += x[k] * y[k] * z[k];
+      mx[j] = mx[j] < x[k] ? x[k] : mx[j];
+    }
+    float m = mx[0];
+    for (int j = 1; j < 16; ++j) m = m < mx[j] ? mx[j] : m;
+    INFO("n " << n);
+    CHECK(same(gsq::detail::sum_f32(x.data(), n), gsq::detail::lane_tree_sum(sum)));
+    CHECK(same(gsq::detail::dot_f32(x.data(), y.data(), n), gsq::detail::lane_tree_sum(dot)));
+    CHECK(same(gsq::detail::dot3_f32(x.data(), y.data(), z.data(), n),
+               gsq::detail::lane_tree_sum(dot3)));
+    CHECK(same(gsq::detail::max_f32(x.data(), n), m));
+  }
+  // exp over the whole float range that matters, both clamps and every tail length.
+  std::vector<float> x;
+  for (int i = 0; i <= 400000; ++i) x.push_back(-100.0f + 200.0f * static_cast<float>(i) / 400000.0f);
+  for (float v : {-87.3f, -87.0f, -0.0f, 0.0f, 88.0f, 88.7f, 88.71f}) x.push_back(v);
+  for (float shift : {0.0f, 1.5f, -3.25f}) {
+    for (Index n : {Index{0}, Index{1}, Index{15}, Index{17}, static_cast<Index>(x.size())}) {
+      std::vector<float> got(x.begin(), x.begin() + n);
+      gsq::detail::exp_shifted_f32(got.data(), n, shift);
+      Index bad = 0;
+      for (Index i = 0; i < n; ++i)
+        bad += !same(got[static_cast<std::size_t>(i)], gsq::detail::exp_f32(x[static_cast<std::size_t>(i)] - shift));
+      INFO("shift " << shift << " n " << n);
+      CHECK(bad == 0);
+    }
+  }
 }
 
 TEST_CASE("the double table functions match libm to a few units of double roundoff",

@@ -48,64 +48,121 @@ inline float exp_f32(float x) noexcept {
   return x < -87.3f ? 0.0f : big;
 }
 
-/// Sum of n floats in a fixed order that vectorises: 16 running lanes (lane j sums x[j], x[j+16],
-/// ...), then the lanes pairwise.  Every ISA and the scalar build compute exactly this.
-inline float sum_f32(const float* x, Index n) noexcept {
-  float lane[16] = {};
-  Index i = 0;
-  for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) lane[j] += x[i + j];
-  }
-  for (int j = 0; i + j < n; ++j) lane[j] += x[i + j];
+/// Sixteen float (int32) lanes as one value: GCC and Clang vector extensions, each operator the
+/// IEEE float (two's complement) operation lane by lane, which the compiler maps to one AVX-512
+/// register, two AVX ones or four SSE/NEON ones.  Code on them rounds exactly as the scalar
+/// loop over the lanes does.  Only ever local to a function, never passed or returned by value
+/// (the calling convention of such values depends on the target).
+typedef float F32x16 __attribute__((vector_size(64)));
+typedef std::int32_t I32x16 __attribute__((vector_size(64)));
+
+/// The 16 lanes' sum, pairwise (lane j + lane j + 8, then + 4, + 2, + 1).
+inline float lane_tree_sum(const float* lane16) noexcept {
+  float lane[16];
+  std::memcpy(lane, lane16, sizeof lane);
   for (int w = 8; w >= 1; w /= 2) {
     for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
   }
   return lane[0];
+}
+
+/// Sum of n floats in a fixed order: 16 running lanes (lane j sums x[j], x[j+16], ...), then
+/// the lanes pairwise.  Every ISA and the scalar build compute exactly this.
+inline float sum_f32(const float* x, Index n) noexcept {
+  F32x16 acc{};
+  Index i = 0;
+  for (; i + 16 <= n; i += 16) {
+    F32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    acc += v;
+  }
+  float lane[16];
+  std::memcpy(lane, &acc, sizeof lane);
+  for (int j = 0; i + j < n; ++j) lane[j] += x[i + j];
+  return lane_tree_sum(lane);
 }
 
 /// Sum of x[i] * y[i], in sum_f32's order.
 inline float dot_f32(const float* x, const float* y, Index n) noexcept {
-  float lane[16] = {};
+  F32x16 acc{};
   Index i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) lane[j] += x[i + j] * y[i + j];
+    F32x16 u, v;
+    std::memcpy(&u, x + i, sizeof u);
+    std::memcpy(&v, y + i, sizeof v);
+    acc += u * v;
   }
+  float lane[16];
+  std::memcpy(lane, &acc, sizeof lane);
   for (int j = 0; i + j < n; ++j) lane[j] += x[i + j] * y[i + j];
-  for (int w = 8; w >= 1; w /= 2) {
-    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
-  }
-  return lane[0];
+  return lane_tree_sum(lane);
 }
 
 /// Sum of a[i] * b[i] * c[i] (the products left to right), in sum_f32's order.
 inline float dot3_f32(const float* a, const float* b, const float* c, Index n) noexcept {
-  float lane[16] = {};
+  F32x16 acc{};
   Index i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) lane[j] += a[i + j] * b[i + j] * c[i + j];
+    F32x16 u, v, w;
+    std::memcpy(&u, a + i, sizeof u);
+    std::memcpy(&v, b + i, sizeof v);
+    std::memcpy(&w, c + i, sizeof w);
+    acc += u * v * w;
   }
+  float lane[16];
+  std::memcpy(lane, &acc, sizeof lane);
   for (int j = 0; i + j < n; ++j) lane[j] += a[i + j] * b[i + j] * c[i + j];
-  for (int w = 8; w >= 1; w /= 2) {
-    for (int j = 0; j < w; ++j) lane[j] += lane[j + w];
-  }
-  return lane[0];
+  return lane_tree_sum(lane);
 }
 
 /// 1 / (1 + e^-x) with exp_f32.
 inline float sigmoid_f32(float x) noexcept { return 1.0f / (1.0f + exp_f32(-x)); }
 
-/// The largest of n >= 1 floats (NaN-free input).
+/// The largest of n >= 1 floats (NaN-free input): 16 running lanes, then lane by lane.
 inline float max_f32(const float* x, Index n) noexcept {
-  float lane[16];
-  for (int j = 0; j < 16; ++j) lane[j] = x[0];
+  F32x16 acc;
+  for (int j = 0; j < 16; ++j) acc[j] = x[0];
   Index i = 0;
   for (; i + 16 <= n; i += 16) {
-    for (int j = 0; j < 16; ++j) lane[j] = lane[j] < x[i + j] ? x[i + j] : lane[j];
+    F32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    acc = acc < v ? v : acc;
   }
+  float lane[16];
+  std::memcpy(lane, &acc, sizeof lane);
   for (int j = 0; i + j < n; ++j) lane[j] = lane[j] < x[i + j] ? x[i + j] : lane[j];
   float m = lane[0];
   for (int j = 1; j < 16; ++j) m = m < lane[j] ? lane[j] : m;
   return m;
+}
+
+/// x[i] = exp_f32(x[i] - shift) for i < n: exp_f32's operations, 16 lanes at a time.
+inline void exp_shifted_f32(float* x, Index n, float shift) noexcept {
+  Index i = 0;
+  for (; i + 16 <= n; i += 16) {
+    F32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    v = v - shift;
+    F32x16 xc = v > 88.0f ? F32x16{} + 88.0f : v;
+    xc = v < -87.0f ? F32x16{} - 87.0f : xc;
+    const F32x16 kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    F32x16 r = xc - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    F32x16 p = F32x16{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r;
+    p = p + 1.0f;
+    const I32x16 k = __builtin_convertvector(kf, I32x16);
+    const F32x16 y = reinterpret_cast<F32x16>(reinterpret_cast<I32x16>(p) + (k << 23));
+    const F32x16 big = v > 88.7f ? reinterpret_cast<F32x16>(I32x16{} + 0x7F800000) : y;
+    const F32x16 out = v < -87.3f ? F32x16{} : big;
+    std::memcpy(x + i, &out, sizeof out);
+  }
+  for (; i < n; ++i) x[i] = exp_f32(x[i] - shift);
 }
 
 // Double-precision functions for tables (RoPE frequencies and angles), accurate to a few units

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "gsq/detail/vmath.hpp"
 #include "gsq/format.hpp"
 #include "gsq/kernels/dispatch.hpp"
 
@@ -42,11 +43,7 @@ inline void float_rows_spec(const FloatRows& p) noexcept {
 
 namespace detail {
 
-/// Sixteen float lanes as one value (a GCC and Clang vector extension): each operator is the
-/// IEEE operation lane by lane, which the compiler maps to one AVX-512 register, two AVX ones
-/// or four SSE/NEON ones.  Only ever local to a function, never passed by value (its calling
-/// convention depends on the target).
-typedef float F32x16 __attribute__((vector_size(64)));
+using gsq::detail::F32x16;
 
 /// kFloatRows x (16 * NV) columns starting at j0: the accumulators stay in registers.
 template <int NV>

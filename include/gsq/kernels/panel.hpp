@@ -37,6 +37,22 @@ struct PanelBlock {
     write_exponent(l, exponent);
   }
 
+  /// Writes every column at once from a tile held position-major: codes[q * nr + l] is code q
+  /// of column l (zero past K and past the matrix edge), exponents[l] its group exponent.  The
+  /// same bytes as write_column for each l.
+  void write_tile(const std::int8_t* codes, const std::uint8_t* exponents) const noexcept {
+    const std::uint8_t bias = biased ? 0x80u : 0u;
+    for (int s = 0; s < GroupSize / 4; ++s) {
+      std::uint8_t* out = data + Index{s} * nr * 4;
+      for (int j = 0; j < 4; ++j) {
+        const std::int8_t* row = codes + Index{4 * s + j} * nr;
+        for (int l = 0; l < nr; ++l)
+          out[4 * l + j] = static_cast<std::uint8_t>(static_cast<std::uint8_t>(row[l]) ^ bias);
+      }
+    }
+    for (int l = 0; l < nr; ++l) write_exponent(l, exponents[l]);
+  }
+
   /// Writes column l past the matrix edge: zero codes and exponent 0.
   void write_empty_column(int l) const noexcept {
     const std::uint32_t zero = biased ? 0x80808080u : 0u;

@@ -142,11 +142,13 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
             std::uint8_t* out) const override {
     const int nr = shape.nr;
     const Index block = kernels::rhs_group_bytes(GroupSize, nr);
-    // One tile at a time: GroupSize old lines (W's columns) x nr positions (W's rows).
-    std::vector<std::int8_t> codes(static_cast<std::size_t>(GroupSize * nr));
-    std::vector<int> quantum(static_cast<std::size_t>(GroupSize * nr));
-    std::array<std::int8_t, GroupSize> column{};
-    Index unused = 0;
+    // One tile at a time: GroupSize old lines (W's columns, q) x nr positions (W's rows, l),
+    // held q-major so that every step below is a loop over l that vectorises.
+    const auto tile = static_cast<std::size_t>(GroupSize * nr);
+    std::vector<std::int8_t> codes(tile), fresh(tile);
+    std::vector<std::int32_t> quantum(tile, 0), top(static_cast<std::size_t>(nr));
+    std::vector<std::int32_t> s_new(static_cast<std::size_t>(nr));
+    std::vector<std::uint8_t> exponent(static_cast<std::size_t>(nr));
     for (Index p = first; p < first + count; ++p) {
       const Index i0 = p * nr;  // new lines: rows of W
       const Index cols = std::min<Index>(nr, this->n_ - i0);
@@ -156,58 +158,74 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
         const Index members = std::min<Index>(GroupSize, this->k_ - o0);
         std::fill(codes.begin(), codes.end(), std::int8_t{0});
         for (Index q = 0; q < members; ++q) {
-          std::int8_t* c = codes.data() + q * nr;
-          w_.codes_at(o0 + q, i0, cols, c);
-          int* s = quantum.data() + q * nr;
+          w_.codes_at(o0 + q, i0, cols, codes.data() + q * nr);
+          std::int32_t* s = quantum.data() + q * nr;
           for (Index l = 0; l < cols; l += GroupSize - (i0 + l) % GroupSize) {
             const int e = w_.offset() + w_.exponent_at(o0 + q, (i0 + l) / GroupSize);
             const Index run = std::min<Index>(cols - l, GroupSize - (i0 + l) % GroupSize);
             std::fill(s + l, s + l + run, e);
           }
         }
-        // Column by column (a new line of the panel): its group's exponent, as regroup()
-        // derives it (format.hpp, steps 1-3), then its codes at the new quantum.
-        const kernels::PanelBlock<GroupSize> dst{panel + g * block, nr, shape.biased_rhs};
-        constexpr int kNone = -100000;  // a zero code's log2: branch-free over the members
-        for (int l = 0; l < nr; ++l) {
-          int top = kNone;
-          for (Index q = 0; q < members && l < cols; ++q) {
-            const int c = codes[static_cast<std::size_t>(q * nr + l)];
-            top = std::max(top, quantum[static_cast<std::size_t>(q * nr + l)] + log2_or_none(c));
-          }
-          const int e = kernels::group_exponent(top >= kNone / 2, top - kFraction, this->offset_).e;
-          const int s_new = this->offset_ + e;
-          for (int q = 0; q < GroupSize; ++q) {
-            const int c = q < members ? codes[static_cast<std::size_t>(q * nr + l)] : 0;
-            const int s = quantum[static_cast<std::size_t>(q * nr + l)];
-            const int shift = s - s_new;
-            // shift >= 0: exact, no rounding (the common case; c == 0 gives 0 either way).
-            column[static_cast<std::size_t>(q)] = static_cast<std::int8_t>(
-                shift >= 0 ? c * (1 << std::min(shift, 24))
-                           : detail::reencode<8, Rounding::kNearestEven>(c, s, s_new, 0u, unused));
-          }
-          dst.write_column(l, column.data(), e);
+        // Each new line's group exponent, as regroup() derives it (format.hpp, steps 1-3):
+        // the top quantum + floor(log2 |c|) over its members (codes past cols are zero).
+        std::fill(top.begin(), top.end(), kNone);
+        for (Index q = 0; q < members; ++q) {
+          const std::int8_t* c = codes.data() + q * nr;
+          const std::int32_t* s = quantum.data() + q * nr;
+          for (int l = 0; l < nr; ++l) top[l] = std::max(top[l], s[l] + log2_or_none(c[l]));
         }
+        for (int l = 0; l < nr; ++l) {
+          const int e = kernels::group_exponent(top[l] >= kNone / 2, top[l] - kFraction,
+                                                this->offset_).e;
+          exponent[static_cast<std::size_t>(l)] = static_cast<std::uint8_t>(e);
+          s_new[static_cast<std::size_t>(l)] = this->offset_ + e;
+        }
+        // The codes at the new quantum: a left shift (exact) wherever the member's quantum is
+        // not below the new one, the common case; rounded (nearest-even) re-encoding of the
+        // rest afterwards.  Zero codes give zero either way.
+        int rounded = 0;
+        for (Index q = 0; q < members; ++q) {
+          const std::int8_t* c = codes.data() + q * nr;
+          const std::int32_t* s = quantum.data() + q * nr;
+          std::int8_t* f = fresh.data() + q * nr;
+          for (int l = 0; l < nr; ++l) {
+            const int shift = s[l] - s_new[l];
+            const int up = shift < 0 ? 0 : (shift > 24 ? 24 : shift);
+            f[l] = static_cast<std::int8_t>(c[l] * (1 << up));
+            rounded |= static_cast<int>(shift < 0 && c[l] != 0);
+          }
+        }
+        if (rounded != 0) {
+          Index unused = 0;
+          for (Index q = 0; q < members; ++q) {
+            for (int l = 0; l < nr; ++l) {
+              const auto k = static_cast<std::size_t>(q * nr + l);
+              if (quantum[k] < s_new[static_cast<std::size_t>(l)] && codes[k] != 0) {
+                fresh[k] = detail::reencode<8, Rounding::kNearestEven>(
+                    codes[k], quantum[k], s_new[static_cast<std::size_t>(l)], 0u, unused);
+              }
+            }
+          }
+        }
+        std::fill(fresh.begin() + members * nr, fresh.end(), std::int8_t{0});
+        const kernels::PanelBlock<GroupSize> dst{panel + g * block, nr, shape.biased_rhs};
+        dst.write_tile(fresh.data(), exponent.data());
       }
     }
   }
 
  private:
-  /// floor(log2|c|), or -100000 for c == 0, by table.
+  static constexpr int kNone = -100000;  // a zero code's log2: branch-free over the members
+
+  /// floor(log2 |c|) for c in [-128, 127], or kNone for c == 0: from the exponent field of
+  /// |c| as a float (exact), so that loops over codes vectorise.
   static int log2_or_none(int c) noexcept {
-    static constexpr auto kTable = [] {
-      std::array<int, 256> t{};
-      for (int v = -128; v < 128; ++v) {
-        const int m = v < 0 ? -v : v;
-        int l = -100000;
-        for (int b = 0; b < 8; ++b) {
-          if ((m >> b) != 0) l = b;
-        }
-        t[static_cast<std::size_t>(v + 128)] = l;
-      }
-      return t;
-    }();
-    return kTable[static_cast<std::size_t>(c + 128)];
+    const int m = c < 0 ? -c : c;
+    std::uint32_t bits;
+    const float f = static_cast<float>(m);
+    std::memcpy(&bits, &f, sizeof bits);
+    const int l = static_cast<int>(bits >> 23) - 127;
+    return m == 0 ? kNone : l;
   }
 
   const PackedGseTensor<Bits, GroupSize>& w_;

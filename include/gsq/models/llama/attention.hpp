@@ -47,11 +47,12 @@ class FloatAttention {
   static void softmax_row(float* s, Index n, float& max, float& inv, bool compute) noexcept {
     if (compute) {
       max = detail::max_f32(s, n);
-      for (Index j = 0; j < n; ++j) s[j] = detail::exp_f32(s[j] - max);
+      detail::exp_shifted_f32(s, n, max);
       inv = 1.0f / detail::sum_f32(s, n);
       for (Index j = 0; j < n; ++j) s[j] = s[j] * inv;
     } else {
-      for (Index j = 0; j < n; ++j) s[j] = detail::exp_f32(s[j] - max) * inv;
+      detail::exp_shifted_f32(s, n, max);
+      for (Index j = 0; j < n; ++j) s[j] = s[j] * inv;
     }
   }
 

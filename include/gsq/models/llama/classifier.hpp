@@ -148,7 +148,7 @@ class LlamaClassifier {
     const Index v = vocab_;
     const float max = detail::max_f32(z, v);
     const float target_logit = z[target];
-    for (Index i = 0; i < v; ++i) z[i] = detail::exp_f32(z[i] - max);
+    detail::exp_shifted_f32(z, v, max);
     const float sum = detail::sum_f32(z, v);
     const double loss = std::log(static_cast<double>(sum)) + double{max} - double{target_logit};
     if (backward) {

@@ -444,8 +444,7 @@ class LlamaRunner {
 
   /// In place over n >= 1 scores: e^(x - max) / sum, with exp_f32 and sum_f32.
   static void softmax(float* x, Index n) noexcept {
-    const float m = detail::max_f32(x, n);
-    for (Index i = 0; i < n; ++i) x[i] = detail::exp_f32(x[i] - m);
+    detail::exp_shifted_f32(x, n, detail::max_f32(x, n));
     const float inv = 1.0f / detail::sum_f32(x, n);
     for (Index i = 0; i < n; ++i) x[i] *= inv;
   }
@@ -517,8 +516,7 @@ class Sampler {
       GSQ_CHECK(!std::isnan(logits[static_cast<std::size_t>(i)]), "sampler: logit ", i, " is NaN");
       probs_[static_cast<std::size_t>(i)] = logits[static_cast<std::size_t>(i)] * inv_t;
     }
-    const float m = detail::max_f32(probs_.data(), n);
-    for (float& p : probs_) p = detail::exp_f32(p - m);
+    detail::exp_shifted_f32(probs_.data(), n, detail::max_f32(probs_.data(), n));
     const float sum = detail::sum_f32(probs_.data(), n);
     for (float& p : probs_) p /= sum;
     const float r = rng_.uniform(0.0f, 1.0f);
