@@ -57,6 +57,29 @@ TEST_CASE("pack and unpack are lossless for every width", "[tensor][packed]") {
   }
 }
 
+// codes_at decodes 32 nibbles at a time where it can: every start parity and every length
+// around those blocks against code_at, one code at a time.
+TEST_CASE("codes_at equals code_at for every start and length", "[tensor][packed]") {
+  const Index rows = 3, cols = 131;
+  const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), 11, -6, 6);
+  const auto packed = gsq::PackedGseTensor<4, 32>::pack(
+      gsq::quantize<4, 32>(MatrixRef<const float>::row_major(x.data(), rows, cols), Axis::kCols));
+  std::vector<std::int8_t> got(static_cast<std::size_t>(cols));
+  for (Index line = 0; line < rows; ++line) {
+    for (Index pos = 0; pos < cols; ++pos) {
+      for (Index count : {Index{1}, Index{2}, Index{31}, Index{32}, Index{33}, Index{64},
+                          Index{65}, cols - pos}) {
+        if (pos + count > cols) continue;
+        packed.codes_at(line, pos, count, got.data());
+        for (Index i = 0; i < count; ++i) {
+          INFO("line " << line << " pos " << pos << " count " << count << " i " << i);
+          REQUIRE(got[static_cast<std::size_t>(i)] == packed.code_at(line, pos + i));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("packed GSE-INT4 costs 4 + 5/32 bits per value", "[tensor][packed]") {
   const Index rows = 256, cols = 4096;
   std::vector<float> x(static_cast<std::size_t>(rows * cols), 0.5f);

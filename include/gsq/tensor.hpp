@@ -402,6 +402,20 @@ class PackedGseTensor {
         } else {
           if (k % 2 == 1 && count > 0) out[i++] = static_cast<std::int8_t>(code_at(line, pos));
           const std::uint8_t* b = bytes + (k + static_cast<std::size_t>(i)) / 2;
+          // 16 bytes (32 codes) at a time: each byte widened to a 16-bit lane holding its low
+          // nibble in the first byte and its high nibble in the second, then sign-extended
+          // bytewise, the same values as the loop below.
+          typedef std::uint8_t U8x16 __attribute__((vector_size(16)));
+          typedef std::uint16_t U16x16 __attribute__((vector_size(32)));
+          typedef std::int8_t I8x32 __attribute__((vector_size(32)));
+          for (; i + 32 <= count; i += 32, b += 16) {
+            U8x16 packed;
+            std::memcpy(&packed, b, sizeof packed);
+            const U16x16 w = __builtin_convertvector(packed, U16x16);
+            const U16x16 lanes = (w & 0x0F) | static_cast<U16x16>((w & 0xF0) << 4);
+            const I8x32 codes = (reinterpret_cast<I8x32>(lanes) ^ 8) - 8;
+            std::memcpy(out + i, &codes, sizeof codes);
+          }
           for (; i + 1 < count; i += 2, ++b) {
             out[i] = static_cast<std::int8_t>(((*b & 0x0F) ^ 8) - 8);
             out[i + 1] = static_cast<std::int8_t>(((*b >> 4) ^ 8) - 8);

@@ -13,6 +13,7 @@
 #include "gsq/detail/aligned.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/parallel.hpp"
+#include "gsq/detail/vmath.hpp"
 #include "gsq/kernels/encode_scalar.hpp"
 #include "gsq/kernels/panel.hpp"
 #include "gsq/matmul/options.hpp"
@@ -168,12 +169,7 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
         }
         // Each new line's group exponent, as regroup() derives it (format.hpp, steps 1-3):
         // the top quantum + floor(log2 |c|) over its members (codes past cols are zero).
-        std::fill(top.begin(), top.end(), kNone);
-        for (Index q = 0; q < members; ++q) {
-          const std::int8_t* c = codes.data() + q * nr;
-          const std::int32_t* s = quantum.data() + q * nr;
-          for (int l = 0; l < nr; ++l) top[l] = std::max(top[l], s[l] + log2_or_none(c[l]));
-        }
+        exponent_tops(codes.data(), quantum.data(), members, nr, top.data());
         for (int l = 0; l < nr; ++l) {
           const int e = kernels::group_exponent(top[l] >= kNone / 2, top[l] - kFraction,
                                                 this->offset_).e;
@@ -183,19 +179,8 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
         // The codes at the new quantum: a left shift (exact) wherever the member's quantum is
         // not below the new one, the common case; rounded (nearest-even) re-encoding of the
         // rest afterwards.  Zero codes give zero either way.
-        int rounded = 0;
-        for (Index q = 0; q < members; ++q) {
-          const std::int8_t* c = codes.data() + q * nr;
-          const std::int32_t* s = quantum.data() + q * nr;
-          std::int8_t* f = fresh.data() + q * nr;
-          for (int l = 0; l < nr; ++l) {
-            const int shift = s[l] - s_new[l];
-            const int up = shift < 0 ? 0 : (shift > 24 ? 24 : shift);
-            f[l] = static_cast<std::int8_t>(c[l] * (1 << up));
-            rounded |= static_cast<int>(shift < 0 && c[l] != 0);
-          }
-        }
-        if (rounded != 0) {
+        if (shifted_codes(codes.data(), quantum.data(), s_new.data(), members, nr,
+                          fresh.data())) {
           Index unused = 0;
           for (Index q = 0; q < members; ++q) {
             for (int l = 0; l < nr; ++l) {
@@ -217,8 +202,12 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
  private:
   static constexpr int kNone = -100000;  // a zero code's log2: branch-free over the members
 
+  typedef std::int8_t I8x16 __attribute__((vector_size(16)));
+  using I32x16 = detail::I32x16;
+  using F32x16 = detail::F32x16;
+
   /// floor(log2 |c|) for c in [-128, 127], or kNone for c == 0: from the exponent field of
-  /// |c| as a float (exact), so that loops over codes vectorise.
+  /// |c| as a float (exact).
   static int log2_or_none(int c) noexcept {
     const int m = c < 0 ? -c : c;
     std::uint32_t bits;
@@ -226,6 +215,72 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
     std::memcpy(&bits, &f, sizeof bits);
     const int l = static_cast<int>(bits >> 23) - 127;
     return m == 0 ? kNone : l;
+  }
+
+  /// top[l] = the largest quantum[q][l] + floor(log2 |codes[q][l]|) over q < members (kNone
+  /// when every code is zero), the tile held q-major with nr columns; 16 columns at a time.
+  static void exponent_tops(const std::int8_t* codes, const std::int32_t* quantum, Index members,
+                            int nr, std::int32_t* top) noexcept {
+    int l0 = 0;
+    for (; l0 + 16 <= nr; l0 += 16) {
+      I32x16 t = I32x16{} + kNone;
+      for (Index q = 0; q < members; ++q) {
+        I8x16 c8;
+        I32x16 s;
+        std::memcpy(&c8, codes + q * nr + l0, sizeof c8);
+        std::memcpy(&s, quantum + q * nr + l0, sizeof s);
+        const I32x16 c = __builtin_convertvector(c8, I32x16);
+        const I32x16 m = c < 0 ? -c : c;
+        const F32x16 f = __builtin_convertvector(m, F32x16);
+        const I32x16 lg = (reinterpret_cast<I32x16>(f) >> 23) - 127;
+        const I32x16 v = s + (m == 0 ? I32x16{} + kNone : lg);
+        t = t < v ? v : t;
+      }
+      std::memcpy(top + l0, &t, sizeof t);
+    }
+    for (int l = l0; l < nr; ++l) {
+      int t = kNone;
+      for (Index q = 0; q < members; ++q)
+        t = std::max(t, quantum[q * nr + l] + log2_or_none(codes[q * nr + l]));
+      top[l] = t;
+    }
+  }
+
+  /// fresh[q][l] = codes[q][l] * 2^(quantum[q][l] - s_new[l]) where that shift is >= 0 (exact);
+  /// returns whether some nonzero code has a negative shift (it needs rounding).
+  static bool shifted_codes(const std::int8_t* codes, const std::int32_t* quantum,
+                            const std::int32_t* s_new, Index members, int nr,
+                            std::int8_t* fresh) noexcept {
+    I32x16 any{};
+    int rounded = 0;
+    for (Index q = 0; q < members; ++q) {
+      const std::int8_t* c = codes + q * nr;
+      const std::int32_t* s = quantum + q * nr;
+      std::int8_t* f = fresh + q * nr;
+      int l0 = 0;
+      for (; l0 + 16 <= nr; l0 += 16) {
+        I8x16 c8;
+        I32x16 sv, nv;
+        std::memcpy(&c8, c + l0, sizeof c8);
+        std::memcpy(&sv, s + l0, sizeof sv);
+        std::memcpy(&nv, s_new + l0, sizeof nv);
+        const I32x16 cv = __builtin_convertvector(c8, I32x16);
+        const I32x16 shift = sv - nv;
+        I32x16 up = shift < 0 ? I32x16{} : shift;
+        up = up > 24 ? I32x16{} + 24 : up;
+        const I8x16 out = __builtin_convertvector(cv * ((I32x16{} + 1) << up), I8x16);
+        std::memcpy(f + l0, &out, sizeof out);
+        any |= (shift < 0) & (cv != 0);
+      }
+      for (int l = l0; l < nr; ++l) {
+        const int shift = s[l] - s_new[l];
+        const int up = shift < 0 ? 0 : (shift > 24 ? 24 : shift);
+        f[l] = static_cast<std::int8_t>(c[l] * (1 << up));
+        rounded |= static_cast<int>(shift < 0 && c[l] != 0);
+      }
+    }
+    for (int j = 0; j < 16; ++j) rounded |= any[j] != 0;
+    return rounded != 0;
   }
 
   const PackedGseTensor<Bits, GroupSize>& w_;
