@@ -248,6 +248,14 @@ class PackedGseTensor {
 
   static PackedGseTensor pack(const GseView<Bits, GroupSize>& src) {
     PackedGseTensor p;
+    p.assign(src);
+    return p;
+  }
+
+  /// Packs src into this tensor, reusing its storage when it is large enough (a layer's saved
+  /// activations then cost no allocation from step to step).
+  void assign(const GseView<Bits, GroupSize>& src) {
+    PackedGseTensor& p = *this;
     p.shape_ = src.shape();
     p.offset_ = src.offset();
     p.words_.assign(p.code_words() + p.exponent_words(), 0);
@@ -281,7 +289,6 @@ class PackedGseTensor {
       for (Index g = 0; g < src.groups_per_line(); ++g, ++k)
         put(exps, k * kExponentBits, kExponentBits, e[g]);
     }
-    return p;
   }
 
   /// Rebuilds a packed tensor from its words (e.g. read from a file).  Checks the word count,

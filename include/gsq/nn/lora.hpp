@@ -111,6 +111,27 @@ class LoraLinear {
     out.assign(x, options);
   }
 
+  /// The GSE mode's temporaries of one forward or backward (the quantized adapters, the
+  /// gradient's quantized copies, the unpacked saved activations), kept from call to call so
+  /// that a step allocates nothing once the first has sized them.  A layer holds its own; a
+  /// model whose layers run one at a time shares one among them (share_scratch), which the
+  /// largest layer sizes.
+  struct Scratch {
+    GseTensor<AdBits, G> aq, bq, bt, at;
+    GseTensor<ABits, G> hq, xt;
+    GseTensor<GBits, G> dyq, gq, gt, dyt;
+    GseTensor<8, G> ht;
+    std::vector<float> h, g;
+    std::size_t bytes() const noexcept {
+      return aq.bytes() + bq.bytes() + bt.bytes() + at.bytes() + hq.bytes() + xt.bytes() +
+             dyq.bytes() + gq.bytes() + gt.bytes() + dyt.bytes() + ht.bytes() +
+             (h.capacity() + g.capacity()) * sizeof(float);
+    }
+  };
+  /// Uses `shared` (outliving the layer's calls, used by one layer at a time) instead of the
+  /// layer's own scratch; nullptr returns to the own one.
+  void share_scratch(Scratch* shared) noexcept { shared_scratch_ = shared; }
+
   /// Y = X W + s X A B for X (T x in) into Y (T x out), saving what backward needs.
   void forward(MatrixRef<const float> x, MatrixRef<float> y) {
     check_forward(x.rows, x.cols, y);
@@ -290,6 +311,7 @@ class LoraLinear {
   }
 
   void note_temporary(std::size_t bytes) noexcept { temporary_ = std::max(temporary_, bytes); }
+  Scratch& scratch() noexcept { return shared_scratch_ != nullptr ? *shared_scratch_ : own_scratch_; }
   /// The options of every matmul: the caller's, with the caller's workspace (a model shares one
   /// among its layers, which run one at a time) or else this layer's own.
   MatmulOptions matmul_options() noexcept {
@@ -309,18 +331,19 @@ class LoraLinear {
     // Xq and the packing buffers the base streamed through: the workspace's real size.
     note_temporary(xq.bytes() + mm.workspace->bytes());
 
-    const auto aq = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
-                                        Axis::kRows, nearest);
-    std::vector<float> h(static_cast<std::size_t>(t * rank_));
-    matmul(xq.view(), aq.view(), MatrixRef<float>::row_major(h.data(), t, rank_), 1.0f, 0.0f, mm);
-    const Act hq = quantize<ABits, G>(MatrixRef<const float>::row_major(h.data(), t, rank_),
-                                      Axis::kCols, nearest);
-    const auto bq = quantize<AdBits, G>(MatrixRef<const float>::row_major(b_.data(), rank_, out_),
-                                        Axis::kRows, nearest);
-    matmul(hq.view(), bq.view(), y, scale_, 1.0f, mm);
+    Scratch& sc = scratch();
+    quantize_into(MatrixRef<const float>::row_major(a_.data(), in_, rank_), Axis::kRows, sc.aq,
+                  nearest);
+    sc.h.resize(static_cast<std::size_t>(t * rank_));
+    const auto h = MatrixRef<float>::row_major(sc.h.data(), t, rank_);
+    matmul(xq.view(), sc.aq.view(), h, 1.0f, 0.0f, mm);
+    quantize_into(MatrixRef<const float>(h), Axis::kCols, sc.hq, nearest);
+    quantize_into(MatrixRef<const float>::row_major(b_.data(), rank_, out_), Axis::kRows, sc.bq,
+                  nearest);
+    matmul(sc.hq.view(), sc.bq.view(), y, scale_, 1.0f, mm);
 
-    x_packed_ = PackedGseTensor<ABits, G>::pack(input.along_tokens.view());
-    h_packed_ = PackedGseTensor<ABits, G>::pack(hq.view());
+    x_packed_.assign(input.along_tokens.view());
+    h_packed_.assign(sc.hq.view());
     x_float_.clear();
     h_float_.clear();
   }
@@ -328,43 +351,44 @@ class LoraLinear {
   void backward_gse(MatrixRef<const float> dy, MatrixRef<float> dx) {
     const MatmulOptions mm = matmul_options();
     const Index t = tokens_;
+    Scratch& sc = scratch();
     QuantizeOptions grad =
         options_.quantize(options_.gradient_rounding, detail::stream_seed(options_.seed, step_, 0));
     const QuantizeOptions nearest = options_.quantize();
-    const auto dyq = quantize<GBits, G>(dy, Axis::kCols, grad);  // along out
+    quantize_into(dy, Axis::kCols, sc.dyq, grad);  // along out
 
     // G = dY B^T: B (r x out) grouped along out, transposed to out x r grouped along its rows.
-    const auto bt = quantize<AdBits, G>(MatrixRef<const float>::row_major(b_.data(), rank_, out_),
-                                        Axis::kCols, nearest);
-    std::vector<float> g(static_cast<std::size_t>(t * rank_));
-    const auto gref = MatrixRef<float>::row_major(g.data(), t, rank_);
-    matmul(dyq.view(), bt.view().transposed(), gref, 1.0f, 0.0f, mm);
+    quantize_into(MatrixRef<const float>::row_major(b_.data(), rank_, out_), Axis::kCols, sc.bt,
+                  nearest);
+    sc.g.resize(static_cast<std::size_t>(t * rank_));
+    const auto gref = MatrixRef<float>::row_major(sc.g.data(), t, rank_);
+    matmul(sc.dyq.view(), sc.bt.view().transposed(), gref, 1.0f, 0.0f, mm);
 
     if (dx.data != nullptr) {
       // W^T regrouped along out to GSE-INT8 on the fly (exact for typical weights).
-      base_.backward_input(dyq.view(), dx, mm);
-      note_temporary(dyq.bytes() + mm.workspace->bytes());
+      base_.backward_input(sc.dyq.view(), dx, mm);
+      note_temporary(sc.dyq.bytes() + mm.workspace->bytes());
       grad.seed = detail::stream_seed(options_.seed, step_, 1);
-      const auto gq = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kCols, grad);
-      const auto at = quantize<AdBits, G>(MatrixRef<const float>::row_major(a_.data(), in_, rank_),
-                                          Axis::kCols, nearest);
-      matmul(gq.view(), at.view().transposed(), dx, scale_, 1.0f, mm);
+      quantize_into(MatrixRef<const float>(gref), Axis::kCols, sc.gq, grad);
+      quantize_into(MatrixRef<const float>::row_major(a_.data(), in_, rank_), Axis::kCols, sc.at,
+                    nearest);
+      matmul(sc.gq.view(), sc.at.view().transposed(), dx, scale_, 1.0f, mm);
     }
 
     // dA += s X^T G, reduced over tokens: X and G grouped along tokens.
-    const GseTensor<ABits, G> xt = x_packed_.unpack();  // T x in, groups along tokens
+    x_packed_.unpack_into(sc.xt);  // T x in, groups along tokens
     grad.seed = detail::stream_seed(options_.seed, step_, 2);
-    const auto gt = quantize<GBits, G>(MatrixRef<const float>(gref), Axis::kRows, grad);
-    matmul(xt.view().transposed(), gt.view(),
+    quantize_into(MatrixRef<const float>(gref), Axis::kRows, sc.gt, grad);
+    matmul(sc.xt.view().transposed(), sc.gt.view(),
            MatrixRef<float>::row_major(grad_a_.data(), in_, rank_), scale_, 1.0f, mm);
-    note_temporary(xt.bytes());
+    note_temporary(sc.xt.bytes());
 
     // dB += s H^T dY, reduced over tokens.
-    const Act hq = h_packed_.unpack();
-    const auto ht = regroup<8>(hq.view(), Axis::kRows);
+    h_packed_.unpack_into(sc.hq);
+    regroup_into(sc.hq.view(), Axis::kRows, sc.ht);
     grad.seed = detail::stream_seed(options_.seed, step_, 3);
-    const auto dyt = quantize<GBits, G>(dy, Axis::kRows, grad);
-    matmul(ht.view().transposed(), dyt.view(),
+    quantize_into(dy, Axis::kRows, sc.dyt, grad);
+    matmul(sc.ht.view().transposed(), sc.dyt.view(),
            MatrixRef<float>::row_major(grad_b_.data(), rank_, out_), scale_, 1.0f, mm);
   }
 
@@ -446,6 +470,8 @@ class LoraLinear {
   std::size_t temporary_ = 0;
   MatmulWorkspace workspace_;  // used when options().matmul.workspace is null
   Activation input_;           // the float forward's quantized X, reused
+  Scratch own_scratch_;
+  Scratch* shared_scratch_ = nullptr;  // share_scratch
   std::int64_t step_ = 0;
 };
 

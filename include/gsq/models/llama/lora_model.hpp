@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -101,6 +102,10 @@ class LlamaLoraModel {
       layer.w2 = make(LlamaTensor::kW2, 5);
       layer.w3 = make(LlamaTensor::kW3, 6);
       layers_.push_back(std::move(layer));
+    }
+    if constexpr (kSharesScratch) {
+      lora_scratch_ = std::make_unique<LoraScratch>();
+      for (Lora* p : loras()) p->share_scratch(lora_scratch_.get());
     }
     w.clear();
     w.shrink_to_fit();
@@ -235,6 +240,7 @@ class LlamaLoraModel {
     for (const std::vector<float>* v : {&spare_.x, &spare_.x2, &spare_.h1, &spare_.h3, &next_x_})
       m.scratch += v->capacity() * sizeof(float);
     m.scratch += workspace_->bytes() + act_.bytes() + float_attention_.scratch_bytes();
+    if constexpr (kSharesScratch) m.scratch += lora_scratch_->bytes();
     return m;
   }
 
@@ -813,6 +819,14 @@ class LlamaLoraModel {
   std::vector<float> xn_, attn_, hs_, y_, dx_, dxn_, tmp_, dh1_, dh3_, dhs_, dq_, dk_, dv_,
       dattn_, dxf_;
   FloatAttention float_attention_;
+  // The layers' GSE temporaries, one set for all (they run one at a time), when the layer
+  // type has them (LoraLinear::Scratch); a stable address.
+  template <typename L>
+  using ScratchOf = typename L::Scratch;
+  static constexpr bool kSharesScratch = detail::Detected<ScratchOf, Lora>::value;
+  using LoraScratch = std::conditional_t<kSharesScratch,
+                                         typename detail::Detected<ScratchOf, Lora>::type, char>;
+  std::unique_ptr<LoraScratch> lora_scratch_;
   std::vector<GseAttentionScratch> gse_scratch_;  // one per thread slot
 };
 
