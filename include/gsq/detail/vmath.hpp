@@ -25,16 +25,40 @@ inline std::uint32_t float_to_bits(float f) noexcept {
   return u;
 }
 
-/// e^x in float, within 2 units in the last place of the correctly rounded value for x in
-/// [-87, 88]; 0 below -87.3 (softmax weights that small do not matter), +Inf above 88.7.
-/// Cephes' expf: x = k ln2 + r with k = round(x / ln2) (ln2 split in two so k ln2 is exact),
-/// e^r by its degree-7 Taylor-like minimax polynomial, then 2^k put into the exponent field.
-inline float exp_f32(float x) noexcept {
-  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  float r = xc - kf * 0.693359375f;
+/// Sixteen float (int32) lanes as one value: GCC and Clang vector extensions, each operator the
+/// IEEE float (two's complement) operation lane by lane, which the compiler maps to one AVX-512
+/// register, two AVX ones or four SSE/NEON ones.  Code on them rounds exactly as the scalar
+/// loop over the lanes does.  Only ever local to a function or passed by reference, never passed
+/// or returned by value (the calling convention of such values depends on the target).
+typedef float F32x16 __attribute__((vector_size(64)));
+typedef std::int32_t I32x16 __attribute__((vector_size(64)));
+
+/// p * 2^k for a float p in [1, 2) and an integral k in [-126, 127] (k held as a float): k
+/// added to the exponent field.  One overload per lane type of exp_f32_lanes.
+inline void scale_by_pow2(float& p, const float& kf) noexcept {
+  p = bits_to_float(float_to_bits(p) +
+                    (static_cast<std::uint32_t>(static_cast<std::int32_t>(kf)) << 23));
+}
+inline void scale_by_pow2(F32x16& p, const F32x16& kf) noexcept {
+  p = reinterpret_cast<F32x16>(reinterpret_cast<I32x16>(p) +
+                               (__builtin_convertvector(kf, I32x16) << 23));
+}
+
+/// x = e^x, lane by lane, for V = float or F32x16: the one definition of exp_f32, so the scalar
+/// and the 16-lane forms are the same operations.  Within 2 units in the last place of the
+/// correctly rounded value for x in [-87, 88]; 0 below -87.3 (softmax weights that small do not
+/// matter), +Inf above 88.7.  Cephes' expf: x = k ln2 + r with k = round(x / ln2) (ln2 split in
+/// two so k ln2 is exact), e^r by its degree-7 Taylor-like minimax polynomial, then 2^k put into
+/// the exponent field.
+template <typename V>
+inline void exp_f32_lanes(V& x) noexcept {
+  const V zero{};
+  V xc = x > 88.0f ? zero + 88.0f : x;
+  xc = x < -87.0f ? zero - 87.0f : xc;
+  const V kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  V r = xc - kf * 0.693359375f;
   r = r - kf * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  V p = zero + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
@@ -42,19 +66,16 @@ inline float exp_f32(float x) noexcept {
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r;
   p = p + 1.0f;
-  const auto k = static_cast<std::int32_t>(kf);  // in [-126, 127]
-  const float y = bits_to_float(float_to_bits(p) + (static_cast<std::uint32_t>(k) << 23));
-  const float big = x > 88.7f ? bits_to_float(0x7F800000u) : y;
-  return x < -87.3f ? 0.0f : big;
+  scale_by_pow2(p, kf);
+  const V big = x > 88.7f ? zero + bits_to_float(0x7F800000u) : p;
+  x = x < -87.3f ? zero : big;
 }
 
-/// Sixteen float (int32) lanes as one value: GCC and Clang vector extensions, each operator the
-/// IEEE float (two's complement) operation lane by lane, which the compiler maps to one AVX-512
-/// register, two AVX ones or four SSE/NEON ones.  Code on them rounds exactly as the scalar
-/// loop over the lanes does.  Only ever local to a function, never passed or returned by value
-/// (the calling convention of such values depends on the target).
-typedef float F32x16 __attribute__((vector_size(64)));
-typedef std::int32_t I32x16 __attribute__((vector_size(64)));
+/// e^x in float: exp_f32_lanes on one lane.
+inline float exp_f32(float x) noexcept {
+  exp_f32_lanes(x);
+  return x;
+}
 
 /// The 16 lanes' sum, pairwise (lane j + lane j + 8, then + 4, + 2, + 1).
 inline float lane_tree_sum(const float* lane16) noexcept {
@@ -136,33 +157,32 @@ inline float max_f32(const float* x, Index n) noexcept {
   return m;
 }
 
-/// x[i] = exp_f32(x[i] - shift) for i < n: exp_f32's operations, 16 lanes at a time.
+/// x[i] = exp_f32(x[i] - shift) for i < n, 16 lanes at a time.
 inline void exp_shifted_f32(float* x, Index n, float shift) noexcept {
   Index i = 0;
   for (; i + 16 <= n; i += 16) {
     F32x16 v;
     std::memcpy(&v, x + i, sizeof v);
     v = v - shift;
-    F32x16 xc = v > 88.0f ? F32x16{} + 88.0f : v;
-    xc = v < -87.0f ? F32x16{} - 87.0f : xc;
-    const F32x16 kf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    F32x16 r = xc - kf * 0.693359375f;
-    r = r - kf * -2.12194440e-4f;
-    F32x16 p = F32x16{} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r;
-    p = p + 1.0f;
-    const I32x16 k = __builtin_convertvector(kf, I32x16);
-    const F32x16 y = reinterpret_cast<F32x16>(reinterpret_cast<I32x16>(p) + (k << 23));
-    const F32x16 big = v > 88.7f ? reinterpret_cast<F32x16>(I32x16{} + 0x7F800000) : y;
-    const F32x16 out = v < -87.3f ? F32x16{} : big;
-    std::memcpy(x + i, &out, sizeof out);
+    exp_f32_lanes(v);
+    std::memcpy(x + i, &v, sizeof v);
   }
   for (; i < n; ++i) x[i] = exp_f32(x[i] - shift);
+}
+
+/// In place over n >= 1 scores: x = e^(x - max) * (1 / sum), with exp_f32 and sum_f32; the
+/// row's max and 1 / sum into max_out and inv_out.
+inline void softmax_f32(float* x, Index n, float& max_out, float& inv_out) noexcept {
+  max_out = max_f32(x, n);
+  exp_shifted_f32(x, n, max_out);
+  inv_out = 1.0f / sum_f32(x, n);
+  for (Index i = 0; i < n; ++i) x[i] = x[i] * inv_out;
+}
+
+/// softmax_f32 again from the scores and the max and 1 / sum it returned: the same values.
+inline void softmax_again_f32(float* x, Index n, float max, float inv) noexcept {
+  exp_shifted_f32(x, n, max);
+  for (Index i = 0; i < n; ++i) x[i] = x[i] * inv;
 }
 
 // Double-precision functions for tables (RoPE frequencies and angles), accurate to a few units

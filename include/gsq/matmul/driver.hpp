@@ -95,7 +95,9 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
   const bool stream = !prepacked && b_blocks >= 2 * std::max(threads, 1);
   AlignedVector<std::uint8_t>& whole = ws.whole();
   if (!prepacked && !stream) {
-    whole.resize(static_cast<std::size_t>(b_panels * panel_bytes));
+    // Never shrunk: a vector grown back after a shrink zero-fills what it had (a memset per call).
+    const auto bytes = static_cast<std::size_t>(b_panels * panel_bytes);
+    if (whole.size() < bytes) whole.resize(bytes);
     std::uint8_t* out = whole.data();
     parallel_for(b_panels, threads, [&](Index p) { b.pack(p, 1, shape, out + p * panel_bytes); });
   }
@@ -158,7 +160,8 @@ void run_tiles(const GseView<Bits, GroupSize>& a, const std::int32_t* comp,
       AlignedVector<std::uint8_t>& block = blocks[static_cast<std::size_t>(slot)];
       const Index jp_begin = jb * per_block;
       const Index jp_end = std::min(b_panels, jp_begin + per_block);
-      block.resize(static_cast<std::size_t>((jp_end - jp_begin) * panel_bytes));
+      const auto bytes = static_cast<std::size_t>((jp_end - jp_begin) * panel_bytes);
+      if (block.size() < bytes) block.resize(bytes);  // never shrunk, as `whole`
       b.pack(jp_begin, jp_end - jp_begin, shape, block.data());
       run(0, a_blocks, jp_begin, jp_end,
           [&](Index jp) { return block.data() + (jp - jp_begin) * panel_bytes; });

@@ -145,11 +145,14 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
     const Index block = kernels::rhs_group_bytes(GroupSize, nr);
     // One tile at a time: GroupSize old lines (W's columns, q) x nr positions (W's rows, l),
     // held q-major so that every step below is a loop over l that vectorises.
+    // Every kernel's nr is at most kMaxNr, so the tile lives on the stack (pack runs per panel).
+    GSQ_CHECK(nr > 0 && nr <= kMaxNr, "matmul: a panel of ", nr, " columns; at most ", kMaxNr);
     const auto tile = static_cast<std::size_t>(GroupSize * nr);
-    std::vector<std::int8_t> codes(tile), fresh(tile);
-    std::vector<std::int32_t> quantum(tile, 0), top(static_cast<std::size_t>(nr));
-    std::vector<std::int32_t> s_new(static_cast<std::size_t>(nr));
-    std::vector<std::uint8_t> exponent(static_cast<std::size_t>(nr));
+    alignas(64) std::array<std::int8_t, GroupSize * kMaxNr> codes, fresh;
+    alignas(64) std::array<std::int32_t, GroupSize * kMaxNr> quantum;
+    std::array<std::int32_t, kMaxNr> top, s_new;
+    std::array<std::uint8_t, kMaxNr> exponent;
+    std::fill(quantum.begin(), quantum.begin() + static_cast<std::ptrdiff_t>(tile), 0);
     for (Index p = first; p < first + count; ++p) {
       const Index i0 = p * nr;  // new lines: rows of W
       const Index cols = std::min<Index>(nr, this->n_ - i0);
@@ -157,7 +160,7 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
       for (Index g = 0; g < this->groups(); ++g) {
         const Index o0 = g * GroupSize;  // new positions: columns of W (old lines)
         const Index members = std::min<Index>(GroupSize, this->k_ - o0);
-        std::fill(codes.begin(), codes.end(), std::int8_t{0});
+        std::fill(codes.begin(), codes.begin() + static_cast<std::ptrdiff_t>(tile), std::int8_t{0});
         for (Index q = 0; q < members; ++q) {
           w_.codes_at(o0 + q, i0, cols, codes.data() + q * nr);
           std::int32_t* s = quantum.data() + q * nr;
@@ -192,7 +195,8 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
             }
           }
         }
-        std::fill(fresh.begin() + members * nr, fresh.end(), std::int8_t{0});
+        std::fill(fresh.begin() + members * nr, fresh.begin() + static_cast<std::ptrdiff_t>(tile),
+                  std::int8_t{0});
         const kernels::PanelBlock<GroupSize> dst{panel + g * block, nr, shape.biased_rhs};
         dst.write_tile(fresh.data(), exponent.data());
       }
@@ -201,6 +205,7 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
 
  private:
   static constexpr int kNone = -100000;  // a zero code's log2: branch-free over the members
+  static constexpr int kMaxNr = 32;       // the widest kernel panel (AVX-512 VNNI)
 
   typedef std::int8_t I8x16 __attribute__((vector_size(16)));
   using I32x16 = detail::I32x16;

@@ -46,13 +46,9 @@ class FloatAttention {
   /// 1 / sum computed and stored when `compute`, else the forward's read (backward's recompute).
   static void softmax_row(float* s, Index n, float& max, float& inv, bool compute) noexcept {
     if (compute) {
-      max = detail::max_f32(s, n);
-      detail::exp_shifted_f32(s, n, max);
-      inv = 1.0f / detail::sum_f32(s, n);
-      for (Index j = 0; j < n; ++j) s[j] = s[j] * inv;
+      detail::softmax_f32(s, n, max, inv);
     } else {
-      detail::exp_shifted_f32(s, n, max);
-      for (Index j = 0; j < n; ++j) s[j] = s[j] * inv;
+      detail::softmax_again_f32(s, n, max, inv);
     }
   }
 

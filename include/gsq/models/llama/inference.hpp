@@ -444,9 +444,8 @@ class LlamaRunner {
 
   /// In place over n >= 1 scores: e^(x - max) / sum, with exp_f32 and sum_f32.
   static void softmax(float* x, Index n) noexcept {
-    detail::exp_shifted_f32(x, n, detail::max_f32(x, n));
-    const float inv = 1.0f / detail::sum_f32(x, n);
-    for (Index i = 0; i < n; ++i) x[i] *= inv;
+    float max = 0.0f, inv = 0.0f;
+    detail::softmax_f32(x, n, max, inv);
   }
 
   LlamaConfig c_;
