@@ -8,6 +8,8 @@
 //             gse+wt+attn
 //   float  the same model in float mode (its linears multiply in float on the dequantized base)
 //   torch  PyTorch fp32 (bench/torch_baseline.py, Debian's python3-torch), when importable
+// On 2 or more threads gsq's rows run their loops on a gsq::ThreadPool (thread_pool.hpp), as the
+// gsq tool does; a "+omp" suffix (gse+omp) runs them on OpenMP's threads instead.
 // Each row runs in its own process (so its peak RSS is its own), 1 warm-up step, then --steps
 // timed steps; the rows are interleaved --repeats times and each cell is the median over every
 // timed step of every repeat (single PyTorch runs on 2 threads vary by 2x here).
@@ -41,12 +43,14 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "gsq/models/llama/lora_model.hpp"
 #include "gsq/optim/adamw.hpp"
+#include "gsq/thread_pool.hpp"
 #include "peak.hpp"
 
 #if defined(_OPENMP)
@@ -160,6 +164,11 @@ int run_row(const Args& a) {
 #if defined(_OPENMP)
   omp_set_num_threads(a.thr);
 #endif
+  // gsq's loops on a ThreadPool (thread_pool.hpp), as the gsq tool runs them, or on OpenMP's
+  // threads in a "+omp" row.
+  std::optional<gsq::ThreadPool> pool;
+  std::optional<gsq::ThreadPoolScope> use_pool;
+  if (a.row.find("+omp") == std::string::npos && a.thr > 1) use_pool.emplace(pool.emplace(a.thr));
   gsq::LoraOptions o;
   o.rank = 8;
   o.alpha = 16.0f;

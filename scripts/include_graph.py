@@ -22,7 +22,7 @@ INCLUDE = os.path.join(ROOT, "include")
 
 # Room of a header (path relative to include/gsq), by the first matching prefix.
 ROOMS = [
-    ("format", ["format.hpp", "half.hpp", "version.hpp"]),
+    ("format", ["format.hpp", "half.hpp", "version.hpp", "thread_pool.hpp"]),
     ("tensor", ["tensor.hpp", "packed.hpp"]),
     ("convert", ["convert.hpp", "regroup.hpp", "baselines/", "eigen.hpp"]),
     ("matmul", ["matmul.hpp", "matmul/"]),

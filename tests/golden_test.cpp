@@ -18,6 +18,7 @@
 #include "gsq/nn/lora.hpp"
 #include "gsq/nn/lota.hpp"
 #include "gsq/optim.hpp"
+#include "gsq/thread_pool.hpp"
 #include "matmul_spec.hpp"
 #include "testing.hpp"
 
@@ -319,6 +320,19 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
   CHECK(lora_run(p, cached) == kLoraDigest);
   CHECK(lota_run(p, cached) == kLotaDigest);
   CHECK(model_run(cached) == kModelDigest);
+  // On a ThreadPool (thread_pool.hpp) of 2 and 3 threads instead of OpenMP.
+  for (int threads : {2, 3}) {
+    INFO("ThreadPool of " << threads << " threads");
+    gsq::ThreadPool pool(threads);
+    gsq::ThreadPoolScope use(pool);
+    Config config;
+    config.threads = threads;
+    CHECK(lora_run(p, config) == kLoraDigest);
+    CHECK(lota_run(p, config) == kLotaDigest);
+    CHECK(model_run(config) == kModelDigest);
+    config.gse_attention = true;
+    CHECK(model_run(config) == kModelGseAttentionDigest);
+  }
   // And on every kernel pair and thread count of this machine.
   for (Isa conversion : conversion_isas()) {
     for (Isa matmul : gsq::test::matmul_isas()) {
@@ -367,6 +381,11 @@ TEST_CASE("golden digest: float attention hashes to the constant of every build 
   const std::uint64_t a = attention_run(Isa::kScalar, 1);
   WARN("golden attention digest: 0x" << hex16(a));
   CHECK(a == kAttentionDigest);
+  {
+    gsq::ThreadPool pool(2);
+    gsq::ThreadPoolScope use(pool);
+    CHECK(attention_run(Isa::kScalar, 2) == kAttentionDigest);
+  }
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
     if (!gsq::cpu_supports(isa)) continue;
     for (int threads : {1, 3}) {

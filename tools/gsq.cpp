@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "gsq/detail/parallel.hpp"
 #include "gsq/io/file.hpp"
 #include "gsq/models/llama/adapter.hpp"
 #include "gsq/models/llama/base_export.hpp"
@@ -28,6 +29,7 @@
 #include "gsq/models/llama/load.hpp"
 #include "gsq/models/llama/ops.hpp"
 #include "gsq/models/llama/trainer.hpp"
+#include "gsq/thread_pool.hpp"
 #include "gsq/version.hpp"
 
 namespace {
@@ -243,6 +245,20 @@ std::vector<OptionSpec> with_model_options(std::vector<OptionSpec> own) {
 
 // ---- info ------------------------------------------------------------------------------------
 
+/// gsq's loops on a ThreadPool of --threads threads (0: as many as OpenMP would use) while the
+/// command runs: unlike OpenMP's barriers, the pool never waits for a thread that another
+/// process keeps off its core (thread_pool.hpp).  The thread count never changes a result.
+class CommandThreads {
+ public:
+  explicit CommandThreads(const Options& o)
+      : pool_(gsq::detail::resolve_threads(static_cast<int>(o.integer("--threads", 0, 1024)))),
+        scope_(pool_) {}
+
+ private:
+  gsq::ThreadPool pool_;
+  gsq::ThreadPoolScope scope_;
+};
+
 int cmd_info(int argc, char** argv) {
   const Options o("info", kModelOptions, argc, argv, 2);
   if (o.help()) {
@@ -307,6 +323,7 @@ int cmd_generate(int argc, char** argv) {
                  "same prompt and -n (without its tok/s line).");
     return 0;
   }
+  const CommandThreads threads_in_use(o);
   const gsq::LlamaModelFiles m = gsq::open_llama_model(o.required("--model"), o.str("--tokenizer"));
   if (!m.tokenizer)
     throw std::invalid_argument("gsq generate: no tokenizer found for " + m.path +
@@ -368,6 +385,7 @@ int cmd_eval(int argc, char** argv) {
                  "from position 0; token t + 1 is predicted from tokens 0..t of its window.");
     return 0;
   }
+  const CommandThreads threads_in_use(o);
   const gsq::LlamaModelFiles m = gsq::open_llama_model(o.required("--model"), o.str("--tokenizer"));
   if (!m.tokenizer)
     throw std::invalid_argument("gsq eval: no tokenizer found for " + m.path +
@@ -460,6 +478,7 @@ int cmd_export(int argc, char** argv) {
                  "trained against.  GGUF output keeps the source GGUF's tokenizer metadata.");
     return 0;
   }
+  const CommandThreads threads_in_use(o);
   const gsq::LlamaModelFiles m = gsq::open_llama_model(o.required("--model"), o.str("--tokenizer"));
   const std::string out = o.required("--out");
   const std::string format = o.str("--format");
@@ -851,6 +870,7 @@ int cmd_finetune(int argc, char** argv) {
                  "writes a checkpoint; --resume continues bit-identically.");
     return 0;
   }
+  const CommandThreads threads_in_use(o);
   const FinetuneRun r = finetune_run(o);
   const nlohmann::json receipt = finetune(r);
   if (receipt.is_null()) return 130;
@@ -874,6 +894,7 @@ int cmd_verify(int argc, char** argv) {
                  "this passes on any machine.");
     return o.help() ? 0 : 2;
   }
+  const CommandThreads threads_in_use(o);
   const std::string path = argv[2];
   const std::vector<std::uint8_t> bytes = gsq::read_file(path, "gsq verify", 1u << 24);
   nlohmann::json receipt;

@@ -21,4 +21,5 @@
 #include "gsq/optim.hpp"
 #include "gsq/regroup.hpp"
 #include "gsq/tensor.hpp"
+#include "gsq/thread_pool.hpp"
 #include "gsq/version.hpp"

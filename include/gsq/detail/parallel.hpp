@@ -2,6 +2,7 @@
 #pragma once
 
 #include "gsq/format.hpp"
+#include "gsq/thread_pool.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -9,9 +10,11 @@
 
 namespace gsq::detail {
 
-/// Threads a call may use: `requested` when positive, else OpenMP's default (1 without OpenMP).
+/// Threads a call may use: `requested` when positive, else the size of the ThreadPool in scope,
+/// else OpenMP's default (1 without OpenMP).
 inline int resolve_threads(int requested) noexcept {
   if (requested > 0) return requested;
+  if (const ThreadPool* pool = ThreadPool::current()) return pool->size();
 #if defined(_OPENMP)
   return omp_get_max_threads();
 #else
@@ -31,13 +34,20 @@ inline int threads_for(double work, int requested) noexcept {
   return work < threads * kWorkPerThread ? static_cast<int>(work / kWorkPerThread) : threads;
 }
 
-/// Runs body(i, thread) for i in [0, n), split statically over `threads` OpenMP threads, where
-/// thread in [0, threads) is the index of the OpenMP thread that runs i (0 without OpenMP), so
-/// that each thread can use its own slot of a caller-owned buffer.  gsq starts no threads of its
-/// own: without OpenMP this is a loop.  Results never depend on the split, so translation units
-/// built with and without OpenMP compute the same values.
+/// Runs body(i, thread) for i in [0, n) on up to `threads` threads, where thread in [0, threads)
+/// names the thread that runs i, so that each thread can use its own slot of a caller-owned
+/// buffer.  On the ThreadPool in scope on this thread when there is one (thread_pool.hpp: runs
+/// of items claimed as threads come free), else split statically over OpenMP threads (thread:
+/// the OpenMP thread number), else (no OpenMP) as a loop with thread 0.  gsq starts no threads
+/// of its own.  Results never depend on the split, so translation units built with and without
+/// OpenMP, and runs with and without a pool, compute the same values.
 template <typename Body>
 void parallel_for_slots(Index n, int threads, Body&& body) {
+  if (ThreadPool* pool = ThreadPool::current(); pool != nullptr && threads > 1 && n > 1) {
+    pool->run(n, threads, body);
+    return;
+  }
+  if (ThreadPool::running_item()) threads = 1;  // inside a pool's item: no OpenMP team
 #if defined(_OPENMP)
   if (threads > 1 && n > 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
