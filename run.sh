@@ -152,6 +152,8 @@ notes_of() {
     if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
     line="$(grep -Eo -m1 'golden attention digest: 0x[0-9a-f]+' "${junit}" || true)"
     if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
+    line="$(grep -Eo -m1 'golden float model digest: 0x[0-9a-f]+' "${junit}" || true)"
+    if [[ -n "${line}" ]]; then printf '%s%s\n' "${label}" "${line}"; fi
     # libFuzzer ends its output with "Done N runs in S second(s)".
     awk -v label="${label}" '
       /<testcase name="fuzz\./ { t = $0; sub(/.*<testcase name="fuzz\./, "", t); sub(/".*/, "", t) }

@@ -40,6 +40,10 @@ constexpr std::uint64_t kModelGseAttentionDigest = 0x57c61a106f7cc2d3;
 // Seeded sampling of 24 tokens with LlamaRunner (inference_run below), float and GSE W4A8.
 constexpr std::uint64_t kInferenceDigest = 0xa24ff33474936fe1;
 constexpr std::uint64_t kInferenceGseDigest = 0x83f7803a09f682cd;
+// The same three steps in float mode: every float operation of the model (norms, RoPE, SwiGLU,
+// attention, the float GEMMs, the softmax of the cross-entropy) reaches its gradients
+// unquantized.  (Not the loss itself: it takes glibc's log, whose last bit may differ by CPU.)
+constexpr std::uint64_t kModelFloatDigest = 0x4e32ad3d03ea94d4;
 // Float attention's forward and backward alone (attention_run below): the model digests see its
 // floats only through 8-bit quantization, so they would miss a changed last bit.
 constexpr std::uint64_t kAttentionDigest = 0x73c5e636c3f4b5f7;
@@ -114,6 +118,7 @@ struct Config {
   int threads = 0;
   bool cache_transposed = false;  // LoraOptions::cache_transposed_base
   bool gse_attention = false;     // LlamaLoraModel::set_attention(kGse)
+  bool float_mode = false;        // LlamaLoraModel::set_mode(kFloat)
 };
 
 gsq::LoraOptions lora_options(const Config& config) {
@@ -221,6 +226,7 @@ std::uint64_t model_run(const Config& config) {
   opt.rank = 4;
   gsq::LlamaLoraModel<> model(gsq::RandomLlamaWeights(c, 3), opt);
   if (config.gse_attention) model.set_attention(gsq::LoraMode::kGse);
+  if (config.float_mode) model.set_mode(gsq::LoraMode::kFloat);
   gsq::detail::Rng rng(22);
   for (auto* layer : model.loras()) {
     for (float& v : layer->b()) v = rng.uniform(-0.02f, 0.02f);  // so that every path carries
@@ -305,8 +311,13 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
   Config gse_attention;
   gse_attention.gse_attention = true;
   const std::uint64_t model_gse = model_run(gse_attention);
-  INFO("model digest 0x" << hex16(model) << ", with GSE attention 0x" << hex16(model_gse));
+  Config float_mode;
+  float_mode.float_mode = true;
+  const std::uint64_t model_float = model_run(float_mode);
+  INFO("model digest 0x" << hex16(model) << ", with GSE attention 0x" << hex16(model_gse)
+                         << ", float mode 0x" << hex16(model_float));
   CHECK(model_gse == kModelGseAttentionDigest);
+  CHECK(model_float == kModelFloatDigest);
   CHECK(lora == kLoraDigest);
   CHECK(lota == kLotaDigest);
   CHECK(model == kModelDigest);
@@ -314,6 +325,7 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
   // (Two messages: Catch wraps lines at 80 columns, and the summary greps whole lines.)
   WARN("golden digests: LoRA 0x" << hex16(lora) << ", LoTA 0x" << hex16(lota));
   WARN("golden model digest: 0x" << hex16(model) << ", GSE attention 0x" << hex16(model_gse));
+  WARN("golden float model digest: 0x" << hex16(model_float));
   // With the frozen bases' W^T cached instead of regrouped in every backward.
   Config cached;
   cached.cache_transposed = true;
@@ -332,6 +344,9 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
     CHECK(model_run(config) == kModelDigest);
     config.gse_attention = true;
     CHECK(model_run(config) == kModelGseAttentionDigest);
+    config.gse_attention = false;
+    config.float_mode = true;
+    CHECK(model_run(config) == kModelFloatDigest);
   }
   // And on every kernel pair and thread count of this machine.
   for (Isa conversion : conversion_isas()) {
@@ -346,6 +361,9 @@ TEST_CASE("golden digest: five LoRA and LoTA steps hash to the constants of ever
         Config with_gse = config;
         with_gse.gse_attention = true;
         CHECK(model_run(with_gse) == kModelGseAttentionDigest);
+        Config in_float = config;
+        in_float.float_mode = true;
+        CHECK(model_run(in_float) == kModelFloatDigest);
       }
     }
   }
