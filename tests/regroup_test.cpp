@@ -7,6 +7,7 @@
 
 #include "catch.hpp"
 #include "gsq/matmul.hpp"
+#include "gsq/thread_pool.hpp"
 #include "reference.hpp"
 #include "testing.hpp"
 
@@ -30,7 +31,8 @@ bool same_tensor(const gsq::GseTensor<B, G>& x, const gsq::GseTensor<B, G>& y) {
 }
 
 template <int BitsIn, int BitsOut, int G>
-void check_regroup(Index rows, Index cols, Axis from, Axis to, std::uint32_t seed, int lo, int hi) {
+void check_regroup(Index rows, Index cols, Axis from, Axis to, std::uint32_t seed, int lo, int hi,
+                   int threads = 0) {
   const auto x = gsq::test::mixed_data(static_cast<std::size_t>(rows * cols), seed, lo, hi);
   const auto src =
       gsq::quantize<BitsIn, G>(MatrixRef<const float>::row_major(x.data(), rows, cols), from);
@@ -41,12 +43,14 @@ void check_regroup(Index rows, Index cols, Axis from, Axis to, std::uint32_t see
     opt.rounding = rounding;
     opt.seed = seed;
     gsq::ConversionStats rs, qs;
-    const auto got = gsq::regroup<BitsOut>(src.view(), to, opt, &rs);
+    gsq::QuantizeOptions threaded = opt;
+    threaded.threads = threads;
+    const auto got = gsq::regroup<BitsOut>(src.view(), to, threaded, &rs);
     const auto want = gsq::quantize<BitsOut, G>(
         MatrixRef<const float>::row_major(values.data(), rows, cols), to, opt, &qs);
     INFO(BitsIn << " -> " << BitsOut << " bits, G " << G << ", " << rows << "x" << cols << ", "
                 << gsq::to_string(from) << " -> " << gsq::to_string(to) << ", "
-                << gsq::to_string(rounding));
+                << gsq::to_string(rounding) << ", " << threads << " threads");
     REQUIRE(same_tensor(got, want));
     REQUIRE(rs.groups == qs.groups);
     REQUIRE(rs.zero_groups == qs.zero_groups);
@@ -70,6 +74,19 @@ TEST_CASE("regroup equals quantizing the dequantized values, bit for bit", "[reg
   // Wide magnitude spread: clamped groups and subnormal-range quanta on both sides.
   check_regroup<8, 8, 32>(rows, cols, Axis::kCols, Axis::kRows, seed, -60, 10);
   check_regroup<4, 8, 16>(rows, cols, Axis::kRows, Axis::kCols, seed, -100, -60);
+}
+
+TEST_CASE("regroup is the same on any number of threads and on a ThreadPool", "[regroup]") {
+  // 200 x 300: several 64-line blocks of new lines either way, a partial last one.
+  for (int threads : {1, 2, 3}) {
+    check_regroup<8, 8, 32>(200, 300, Axis::kCols, Axis::kRows, 11, -6, 6, threads);
+    check_regroup<4, 8, 32>(200, 300, Axis::kRows, Axis::kCols, 12, -6, 6, threads);
+    check_regroup<8, 8, 32>(200, 300, Axis::kCols, Axis::kCols, 13, -60, 10, threads);
+  }
+  gsq::ThreadPool pool(3);
+  gsq::ThreadPoolScope use(pool);
+  check_regroup<8, 8, 32>(200, 300, Axis::kCols, Axis::kRows, 11, -6, 6, 3);
+  check_regroup<4, 8, 32>(200, 300, Axis::kRows, Axis::kCols, 12, -6, 6, 3);
 }
 
 TEST_CASE("regroup into more bits is lossless when exponents are close", "[regroup]") {

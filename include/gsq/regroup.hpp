@@ -8,6 +8,7 @@
 
 #include "gsq/convert.hpp"
 #include "gsq/detail/check.hpp"
+#include "gsq/detail/parallel.hpp"
 #include "gsq/detail/rng.hpp"
 #include "gsq/format.hpp"
 #include "gsq/kernels/encode_scalar.hpp"
@@ -72,15 +73,20 @@ std::int8_t reencode(int c, int s, int s_new, std::uint32_t random, Index& satur
   return c < 0 ? static_cast<std::int8_t>(-code) : code;
 }
 
-/// Visits every nonzero code of `src` as visit(code, old quantum, new line, new pos), in tiles of
-/// 64 x 64 so that a transposing regroup reads and writes within cache-sized blocks.
+/// Visits every nonzero code of `src` that lands in new lines [nl_begin, nl_end) as
+/// visit(code, old quantum, new line, new pos), in tiles of 64 x 64 so that a transposing regroup
+/// reads and writes within cache-sized blocks.
 template <bool Transposed, int Bits, int GroupSize, typename Visit>
-void for_each_code(const GseView<Bits, GroupSize>& src, Visit&& visit) {
+void for_each_code(const GseView<Bits, GroupSize>& src, Index nl_begin, Index nl_end,
+                   Visit&& visit) {
   constexpr Index kTile = 64;
-  for (Index l0 = 0; l0 < src.lines(); l0 += kTile) {
-    const Index l1 = std::min(src.lines(), l0 + kTile);
-    for (Index p0 = 0; p0 < src.length(); p0 += kTile) {
-      const Index p1 = std::min(src.length(), p0 + kTile);
+  // New lines are old positions when transposing, else old lines.
+  const Index l_begin = Transposed ? 0 : nl_begin, l_end = Transposed ? src.lines() : nl_end;
+  const Index p_begin = Transposed ? nl_begin : 0, p_end = Transposed ? nl_end : src.length();
+  for (Index l0 = l_begin; l0 < l_end; l0 += kTile) {
+    const Index l1 = std::min(l_end, l0 + kTile);
+    for (Index p0 = p_begin; p0 < p_end; p0 += kTile) {
+      const Index p1 = std::min(p_end, p0 + kTile);
       for (Index l = l0; l < l1; ++l) {
         const std::int8_t* codes = src.line_codes(l);
         const std::uint8_t* exps = src.line_exponents(l);
@@ -97,6 +103,24 @@ void for_each_code(const GseView<Bits, GroupSize>& src, Visit&& visit) {
       }
     }
   }
+}
+
+/// visit as for_each_code over all of `src`, in blocks of 64 new lines split over `threads`:
+/// visit(slot, code, old quantum, new line, new pos), where each new line is visited by one
+/// thread only, whose slot is in [0, threads).
+template <int Bits, int GroupSize, typename Visit>
+void for_each_code_threaded(const GseView<Bits, GroupSize>& src, bool transposed,
+                            Index new_lines, int threads, Visit&& visit) {
+  constexpr Index kBlock = 64;
+  parallel_for_slots((new_lines + kBlock - 1) / kBlock, threads, [&](Index b, int slot) {
+    const Index nl0 = b * kBlock, nl1 = std::min(new_lines, nl0 + kBlock);
+    auto at = [&](int c, int s, Index nl, Index np) { visit(slot, c, s, nl, np); };
+    if (transposed) {
+      for_each_code<true>(src, nl0, nl1, at);
+    } else {
+      for_each_code<false>(src, nl0, nl1, at);
+    }
+  });
 }
 
 }  // namespace detail
@@ -121,18 +145,18 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
   ConversionStats st;
   st.groups = view.lines() * groups;
 
-  // Pass 1: the largest floor(log2|value|) of every new group.
+  // Pass 1: the largest floor(log2|value|) of every new group.  Both passes split the new
+  // lines over threads, so every thread writes its own lines only.
   std::vector<int> top(static_cast<std::size_t>(st.groups), INT_MIN);
   const bool transposed = src.axis() != axis;
-  auto find_top = [&](int c, int s, Index nl, Index np) {
-    int& t = top[static_cast<std::size_t>(nl * groups + np / GroupSize)];
-    t = std::max(t, s + detail::code_log2(c));
-  };
-  if (transposed) {
-    detail::for_each_code<true>(src, find_top);
-  } else {
-    detail::for_each_code<false>(src, find_top);
-  }
+  const int threads = detail::threads_for(
+      static_cast<double>(src.lines()) * static_cast<double>(src.length()) * 4.0, options.threads);
+  detail::for_each_code_threaded(src, transposed, view.lines(), threads,
+                                 [&](int, int c, int s, Index nl, Index np) {
+                                   int& t = top[static_cast<std::size_t>(nl * groups +
+                                                                         np / GroupSize)];
+                                   t = std::max(t, s + detail::code_log2(c));
+                                 });
 
   // The offset and exponents, exactly as quantize() derives them (format.hpp, steps 1-3).
   constexpr int kFraction = GseFormat<BitsOut, GroupSize>::kFractionBits;
@@ -156,24 +180,23 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
 
   // Pass 2: every code at its new quantum.
   const Index padded = view.padded_length();
+  std::vector<Index> saturated(static_cast<std::size_t>(std::max(threads, 1)), 0);
   auto encode_all = [&](auto rounding) {
     constexpr Rounding R = decltype(rounding)::value;
-    auto encode = [&](int c, int s, Index nl, Index np) {
-      const int s_new = offset + dst.mutable_exponents()[nl * groups + np / GroupSize];
-      const std::uint32_t random =
-          R == Rounding::kStochastic
-              ? gsq::detail::random_at(
-                    gsq::detail::line_key(options.seed, static_cast<std::uint64_t>(nl)),
-                    static_cast<std::uint32_t>(np))
-              : 0u;
-      dst.mutable_codes()[nl * padded + np] =
-          detail::reencode<BitsOut, R>(c, s, s_new, random, st.saturated);
-    };
-    if (transposed) {
-      detail::for_each_code<true>(src, encode);
-    } else {
-      detail::for_each_code<false>(src, encode);
-    }
+    std::int8_t* codes = dst.mutable_codes();
+    const std::uint8_t* exponents = dst.mutable_exponents();
+    detail::for_each_code_threaded(
+        src, transposed, view.lines(), threads, [&](int slot, int c, int s, Index nl, Index np) {
+          const int s_new = offset + exponents[nl * groups + np / GroupSize];
+          const std::uint32_t random =
+              R == Rounding::kStochastic
+                  ? gsq::detail::random_at(
+                        gsq::detail::line_key(options.seed, static_cast<std::uint64_t>(nl)),
+                        static_cast<std::uint32_t>(np))
+                  : 0u;
+          codes[nl * padded + np] = detail::reencode<BitsOut, R>(
+              c, s, s_new, random, saturated[static_cast<std::size_t>(slot)]);
+        });
   };
   switch (options.rounding) {
     case Rounding::kNearestEven:
@@ -189,6 +212,7 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
       encode_all(std::integral_constant<Rounding, Rounding::kStochastic>{});
       break;
   }
+  for (const Index n : saturated) st.saturated += n;
   if (stats != nullptr) *stats = st;
 }
 
