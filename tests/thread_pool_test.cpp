@@ -1,6 +1,9 @@
 // Tests of gsq::ThreadPool (thread_pool.hpp) and of detail::parallel_for_slots on it.
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -55,6 +58,7 @@ TEST_CASE("ThreadPool: many short loops in a row, as a training step runs them",
   }
   long expected = 0;
   for (long i = 0; i < 17; ++i) expected += i * (i + 1);
+  // (Whether workers took part in these is up to the scheduler; the tests below make sure.)
   int wrong = 0;
   for (long s : sums) wrong += s != expected;
   CHECK(wrong == 0);
@@ -63,16 +67,86 @@ TEST_CASE("ThreadPool: many short loops in a row, as a training step runs them",
 TEST_CASE("ThreadPool rethrows an item's exception after the claimed items finish",
           "[thread_pool]") {
   gsq::ThreadPool pool(2);
-  std::atomic<int> ran{0};
-  auto body = [&](gsq::Index i, int) {
-    ran.fetch_add(1);
+  // On the caller's slot: the caller claims the first run of items itself.
+  auto on_caller = [&](gsq::Index i, int) {
     if (i == 5) throw std::runtime_error("item 5 failed");
   };
-  CHECK_THROWS_WITH(pool.run(1000, 2, body), "item 5 failed");
-  CHECK(ran.load() >= 6 - 1);  // at least item 5 itself and some before it (order is free)
-  CHECK(ran.load() <= 1000);
-  // The pool is usable afterwards.
+  CHECK_THROWS_WITH(pool.run(1000, 2, on_caller), "item 5 failed");
+  check_every_item_once(pool, 500, 2);  // usable afterwards
+  // On the worker's slot: repeated until the worker took part in a loop (it may be off its
+  // core for a whole loop on a busy machine), slow items so that it does.
+  int thrown = 0;
+  for (int round = 0; round < 200 && thrown == 0; ++round) {
+    auto on_worker = [&](gsq::Index, int slot) {
+      volatile double x = 1.0;
+      for (int k = 0; k < 2000; ++k) x = x * 1.0000001;
+      if (slot != 0) throw std::runtime_error("a worker's item failed");
+    };
+    try {
+      pool.run(400, 2, on_worker);
+    } catch (const std::runtime_error& e) {
+      CHECK(std::string(e.what()) == "a worker's item failed");
+      ++thrown;
+    }
+  }
+  CHECK(thrown == 1);
   check_every_item_once(pool, 500, 2);
+}
+
+TEST_CASE("ThreadPool: threads <= 1 runs on the caller, and a pool of one thread works",
+          "[thread_pool]") {
+  gsq::ThreadPool pool(3);
+  for (int threads : {-1, 0, 1}) {
+    std::vector<int> slots;
+    auto body = [&](gsq::Index, int slot) { slots.push_back(slot); };  // no race: one thread
+    pool.run(50, threads, body);
+    CHECK(slots == std::vector<int>(50, 0));
+  }
+  gsq::ThreadPool one(1);
+  CHECK(one.size() == 1);
+  check_every_item_once(one, 100, 4);
+  gsq::ThreadPool none(0);
+  CHECK(none.size() == 1);
+}
+
+TEST_CASE("ThreadPool: sleeping workers wake for the next loop, and a pool of sleepers ends",
+          "[thread_pool]") {
+  gsq::ThreadPool pool(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  std::atomic<int> worker_items{0};
+  auto body = [&](gsq::Index, int) {
+    volatile double x = 1.0;
+    for (int k = 0; k < 2000; ++k) x = x * 1.0000001;
+    if (std::this_thread::get_id() != caller) worker_items.fetch_add(1);
+  };
+  // Each loop after 5 ms idle, past the workers' spinning and yielding (2 ms): they sleep, and
+  // run() must wake them; repeated until a woken worker has taken part.
+  for (int round = 0; round < 100 && worker_items.load() == 0; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    pool.run(400, 2, body);
+  }
+  CHECK(worker_items.load() > 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // destroyed while asleep
+}
+
+TEST_CASE("ThreadPool: loops from two threads at once each run every item once",
+          "[thread_pool]") {
+  gsq::ThreadPool pool(3);
+  auto loops = [&pool](int seed, int& wrong) {
+    for (int loop = 0; loop < 2000; ++loop) {
+      const gsq::Index n = 1 + (loop * 7 + seed) % 97;
+      std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
+      auto body = [&](gsq::Index i, int) { runs[static_cast<std::size_t>(i)].fetch_add(1); };
+      pool.run(n, 3, body);  // the second caller runs alone while the pool is busy
+      for (const auto& r : runs) wrong += r.load() != 1;
+    }
+  };
+  int wrong_a = 0, wrong_b = 0;
+  std::thread other(loops, 1, std::ref(wrong_b));
+  loops(2, wrong_a);
+  other.join();
+  CHECK(wrong_a == 0);
+  CHECK(wrong_b == 0);
 }
 
 TEST_CASE("ThreadPool: a loop inside an item runs on that item's thread", "[thread_pool]") {

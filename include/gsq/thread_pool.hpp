@@ -44,21 +44,24 @@ namespace gsq {
 class ThreadPool {
  public:
   /// A pool of `threads` threads in all: the one that calls run() and threads - 1 workers.
+  /// Throws what std::thread throws when a worker cannot start (the ones started are joined).
   explicit ThreadPool(int threads) {
     const int workers = std::max(threads, 1) - 1;
     workers_.reserve(static_cast<std::size_t>(workers));
+#if GSQ_HAS_EXCEPTIONS
+    try {
+      for (int w = 1; w <= workers; ++w) workers_.emplace_back([this, w] { work(w); });
+    } catch (...) {
+      stop();
+      throw;
+    }
+#else
     for (int w = 1; w <= workers; ++w) workers_.emplace_back([this, w] { work(w); });
+#endif
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_.store(true);
-    }
-    wake_.notify_all();
-    for (std::thread& t : workers_) t.join();
-  }
+  ~ThreadPool() { stop(); }
 
   /// Threads in all, the caller's included.
   int size() const noexcept { return static_cast<int>(workers_.size()) + 1; }
@@ -71,36 +74,15 @@ class ThreadPool {
   void run(Index n, int threads, Body& body) {
     const int used = std::min(threads, size());
     if (n <= 0) return;
-    if (used <= 1 || n == 1 || n > kMaxItems || in_item() || busy_.exchange(true)) {
+    if (used <= 1 || n == 1 || in_item() || busy_.exchange(true)) {
       for (Index i = 0; i < n; ++i) body(i, 0);
       return;
     }
-    fn_.store(&call<Body>, std::memory_order_relaxed);
-    body_.store(const_cast<void*>(static_cast<const void*>(&body)), std::memory_order_relaxed);
-    n_.store(n, std::memory_order_relaxed);
-    threads_.store(used, std::memory_order_relaxed);
-    done_.store(0, std::memory_order_relaxed);
-    error_ = nullptr;
-    epoch_ = (epoch_ + 1) & kIndexMask;  // 32 bits: the counter's high half
-    const std::uint64_t epoch = epoch_;
-    claim_.store(epoch << 32);  // publishes the fields above (seq_cst: see work())
-    if (sleepers_.load() > 0) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      wake_.notify_all();
-    }
-    take_items(epoch, 0);
-    // Only items a worker claimed are left: wait for them, spinning, then yielding the core.
-    bool yielding = false;
-    const Clock::time_point start = Clock::now();
-    for (int spin = 0; done_.load(std::memory_order_acquire) != n; ++spin) {
-      yielding = yielding || spun(spin, start, kCallerSpin);
-      if (yielding) {
-        std::this_thread::yield();
-      } else {
-        relax();
-      }
-    }
-    std::exception_ptr error = error_;
+    // The counter holds 31-bit item numbers: loops of more items run in blocks of kMaxItems.
+    void* b = const_cast<void*>(static_cast<const void*>(&body));
+    std::exception_ptr error;
+    for (Index base = 0; base < n && !error; base += kMaxItems)
+      error = run_block(&call<Body>, b, base, std::min(kMaxItems, n - base), used);
     busy_.store(false, std::memory_order_release);
 #if GSQ_HAS_EXCEPTIONS
     if (error) std::rethrow_exception(error);
@@ -118,7 +100,8 @@ class ThreadPool {
   }
 
  private:
-  using ItemFn = void (*)(void* body, Index item, int slot);
+  using ItemFn = void (*)(ThreadPool& pool, void* body, Index base, Index first, Index count,
+                          int slot, std::uint64_t epoch, Index n);
 
   static bool& in_item() noexcept {
     thread_local bool inside = false;
@@ -138,13 +121,60 @@ class ThreadPool {
 
   /// Whether `spin` (counting from 0) has passed `limit` since `start`; reads the clock every
   /// 64 spins.
-  static bool spun(int spin, Clock::time_point start, std::chrono::microseconds limit) noexcept {
+  static bool spun(unsigned spin, Clock::time_point start,
+                   std::chrono::microseconds limit) noexcept {
     return (spin & 63) == 63 && Clock::now() - start > limit;
   }
 
+  /// Items [first, first + count) of the loop (epoch, n) on `slot`.  The handler is here, in a
+  /// function of each loop's own type, rather than in take_items: translation units built with
+  /// and without exceptions then never share one definition that differs between them.
   template <typename Body>
-  static void call(void* body, Index item, int slot) {
-    (*static_cast<Body*>(body))(item, slot);
+  static void call(ThreadPool& pool, void* body, Index base, Index first, Index count, int slot,
+                   std::uint64_t epoch, Index n) {
+    Body& b = *static_cast<Body*>(body);
+#if GSQ_HAS_EXCEPTIONS
+    try {
+      for (Index i = first; i < first + count; ++i) b(base + i, slot);
+    } catch (...) {
+      pool.fail(epoch, n);
+    }
+#else
+    (void)pool, (void)epoch, (void)n;
+    for (Index i = first; i < first + count; ++i) b(base + i, slot);
+#endif
+  }
+
+  /// Items base + [0, n) of a loop on `used` threads: publishes the loop, takes runs of it on
+  /// this thread, waits for the runs workers took; returns the first exception an item threw.
+  std::exception_ptr run_block(ItemFn fn, void* body, Index base, Index n, int used) {
+    fn_.store(fn, std::memory_order_relaxed);
+    body_.store(body, std::memory_order_relaxed);
+    base_.store(base, std::memory_order_relaxed);
+    n_.store(n, std::memory_order_relaxed);
+    threads_.store(used, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    error_ = nullptr;
+    epoch_ = (epoch_ + 1) & kIndexMask;  // 32 bits: the counter's high half
+    const std::uint64_t epoch = epoch_;
+    claim_.store(epoch << 32);  // publishes the fields above (seq_cst: see work())
+    if (sleepers_.load() > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
+    take_items(epoch, 0);
+    // Only items a worker claimed are left: wait for them, spinning, then yielding the core.
+    bool yielding = false;
+    const Clock::time_point start = Clock::now();
+    for (unsigned spin = 0; done_.load(std::memory_order_acquire) != n; ++spin) {
+      yielding = yielding || spun(spin, start, kCallerSpin);
+      if (yielding) {
+        std::this_thread::yield();
+      } else {
+        relax();
+      }
+    }
+    return error_;
   }
 
 
@@ -159,10 +189,14 @@ class ThreadPool {
   // The claim counter holds the loop's epoch in its high half and the next item in its low
   // half, so a worker that read the fields of one loop can claim an item only while that loop
   // is the current one: the caller publishes the next loop's fields only after every item of
-  // this one is claimed and done, and a claim compares the epoch.
+  // this one is claimed and done, and a claim compares the epoch.  (Epochs are 32 bits: a
+  // worker stopped between reading the fields and claiming for exactly a multiple of 2^32
+  // loops, hours of them, would claim with stale fields.  A debugger can do that; nothing
+  // else stops a thread for so long.)
   void take_items(std::uint64_t epoch, int slot) {
     const ItemFn fn = fn_.load(std::memory_order_relaxed);
     void* body = body_.load(std::memory_order_relaxed);
+    const Index base = base_.load(std::memory_order_relaxed);
     const Index n = n_.load(std::memory_order_relaxed);
     const Index share = kShare * threads_.load(std::memory_order_relaxed);
     for (;;) {
@@ -176,15 +210,7 @@ class ThreadPool {
                                              std::memory_order_acq_rel,
                                              std::memory_order_acquire));
       in_item() = true;
-#if GSQ_HAS_EXCEPTIONS
-      try {
-        for (Index i = first; i < first + count; ++i) fn(body, i, slot);
-      } catch (...) {
-        fail(epoch, n);
-      }
-#else
-      for (Index i = first; i < first + count; ++i) fn(body, i, slot);
-#endif
+      fn(*this, body, base, first, count, slot, epoch, n);
       in_item() = false;
       done_.fetch_add(count, std::memory_order_acq_rel);
     }
@@ -206,12 +232,21 @@ class ThreadPool {
     }
   }
 
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_.store(true);
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+
   void work(int slot) {
     std::uint64_t seen = 0;  // the last epoch this worker looked at
     for (;;) {
       std::uint64_t epoch = claim_.load() >> 32;
       Clock::time_point start = Clock::now();
-      for (int spin = 0; epoch == seen && !stop_.load(std::memory_order_relaxed); ++spin) {
+      for (unsigned spin = 0; epoch == seen && !stop_.load(std::memory_order_relaxed); ++spin) {
         if (!spun(spin, start, kIdleSpin)) {
           relax();
         } else if (!spun(spin, start, kIdleYield)) {
@@ -238,6 +273,7 @@ class ThreadPool {
   std::uint64_t epoch_ = 0;              // the caller's copy of the current epoch
   std::atomic<ItemFn> fn_{nullptr};
   std::atomic<void*> body_{nullptr};
+  std::atomic<Index> base_{0};
   std::atomic<Index> n_{0};
   std::atomic<int> threads_{0};
   std::atomic<Index> done_{0};
