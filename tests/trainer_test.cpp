@@ -18,6 +18,7 @@
 #if GSQ_HAVE_JSON
 #include "gsq/models/llama/dataset.hpp"
 #include "gsq/models/llama/trainer.hpp"
+#include "gsq/thread_pool.hpp"
 #include "testing.hpp"
 
 namespace {
@@ -468,10 +469,17 @@ TEST_CASE("trainer: every bits setting trains and resumes bit-identically, on an
     first.train([](const gsq::StepInfo& s) { return s.step < 1; });
     first.save_checkpoint(ckpt.path);
   }
-  o.threads = 1;  // not part of the run: gsq's steps are the same bits on any thread count
+  // Not part of the run: gsq's steps are the same bits on any thread count, on a ThreadPool or
+  // OpenMP, and with the bases' W^T cached or regrouped in every backward.
+  o.threads = 1;
+  o.cache_transposed_base = true;
   LlamaTrainer second(base, o, data);
   second.load_checkpoint(ckpt.path);
-  second.train();
+  {
+    gsq::ThreadPool pool(2);
+    gsq::ThreadPoolScope use(pool);
+    second.train();
+  }
   CHECK(same_adapters(second.adapter(), straight.adapter()));
   CHECK(max_diff(second.adapter(), LlamaTrainer(base, o, data).adapter()) > 0);
 }

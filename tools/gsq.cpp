@@ -618,6 +618,9 @@ const std::vector<OptionSpec> kFinetuneOptions = {
     {"--clip", "X", "1", "global gradient-norm clip; 0 disables"},
     {"--seed", "S", "1", "seeds the adapters, the rounding streams and the data order"},
     {"--threads", "N", "0", "threads; 0 lets gsq choose; never changes a bit of the result"},
+    {"--cache-wt", "", "",
+     "keep each frozen base weight's transpose packed for backward: a faster step (bench/"
+     "model_bench's gse+wt row) for 1.125 more bytes per base weight; never changes a bit"},
     {"--save-every", "N", "0", "write a checkpoint every N steps (and after the last); 0: only "
                                "on Ctrl-C"},
     {"--resume", "", "", "continue from DIR/checkpoint.gsq, bit-identically to an "
@@ -654,6 +657,7 @@ FinetuneRun finetune_run(const Options& o) {
   t.clip = static_cast<float>(o.real("--clip", 0.0, 1e6));
   t.seed = static_cast<std::uint64_t>(o.integer("--seed", 0, 1LL << 62));
   t.threads = static_cast<int>(o.integer("--threads", 0, 1024));
+  t.cache_transposed_base = o.has("--cache-wt");
   t.save_every = o.integer("--save-every", 0, 1LL << 40);
   r.seq = static_cast<int>(o.integer("--seq", 2, 1 << 20));
   r.f16_adapter = o.has("--f16-adapter");
