@@ -544,6 +544,35 @@ TEST_CASE("strided sources: column-major and kRows agree with the transposed kCo
   }
 }
 
+TEST_CASE("dequantize: threads split lines, never results (contiguous and strided output)",
+          "[convert]") {
+  const Index rows = 150, cols = 97;  // lines in several 16-line blocks, a partial last group
+  const auto x = gsq::test::normal_vector(static_cast<std::size_t>(rows * cols), 77);
+  for (Axis axis : {Axis::kCols, Axis::kRows}) {
+    const auto t = gsq::quantize<8>(MatrixRef<const float>::row_major(x.data(), rows, cols), axis);
+    std::vector<float> want(static_cast<std::size_t>(rows * cols));
+    gsq::dequantize_into(t.view(), MatrixRef<float>::row_major(want.data(), rows, cols));
+    for (int threads : {0, 2, 3}) {
+      INFO(gsq::to_string(axis) << ", " << threads << " threads");
+      std::vector<float> got(want.size(), -1.0f), strided(2 * want.size(), -1.0f);
+      gsq::dequantize_into(t.view(), MatrixRef<float>::row_major(got.data(), rows, cols),
+                           std::nullopt, threads);
+      CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+      // Column-major with a padded stride: the lines of one axis are strided.
+      gsq::dequantize_into(t.view(), MatrixRef<float>::col_major(strided.data(), rows, cols,
+                                                                 2 * rows),
+                           std::nullopt, threads);
+      int wrong = 0;
+      for (Index i = 0; i < rows; ++i) {
+        for (Index j = 0; j < cols; ++j)
+          wrong += strided[static_cast<std::size_t>(j * 2 * rows + i)] !=
+                   want[static_cast<std::size_t>(i * cols + j)];
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
 TEST_CASE("dequantize rejects a destination of another shape", "[convert][errors]") {
   const auto t = gsq::GseTensor<8, 32>(4, 64, Axis::kCols);
   std::vector<float> out(4 * 63);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -14,6 +15,7 @@
 
 #include "catch.hpp"
 #include "gsq/detail/rng.hpp"
+#include "gsq/thread_pool.hpp"
 #include "testing.hpp"
 
 namespace {
@@ -256,6 +258,28 @@ TEST_CASE("Sgd: momentum and decoupled weight decay match a double reference", "
       REQUIRE(std::fabs(p[i] - ref[i]) <= (t + 1) * 0x1p-23 * std::fabs(ref[i]));
     }
   }
+}
+
+TEST_CASE("AdamW: parameters updated on several threads give the bits of one", "[optim]") {
+  // Enough values (4 x 200000) that step() splits the parameters over the pool's threads.
+  const std::size_t n = 200000;
+  const auto g0 = gsq::test::normal_vector(4 * n, 31, 0.01f);
+  const auto p0 = gsq::test::normal_vector(4 * n, 32);
+  auto run = [&](gsq::ThreadPool* pool) {
+    std::vector<float> p = p0, g = g0;
+    std::vector<gsq::Parameter> params;
+    for (std::size_t k = 0; k < 4; ++k) params.push_back({p.data() + k * n, g.data() + k * n, n});
+    gsq::AdamW opt(params, 0.9f, 0.999f, 1e-8f, 0.01f);
+    std::optional<gsq::ThreadPoolScope> use;
+    if (pool != nullptr) use.emplace(*pool);
+    for (int t = 0; t < 3; ++t) opt.step(1e-3f);
+    return p;
+  };
+  const std::vector<float> one = run(nullptr);
+  gsq::ThreadPool pool(3);
+  const std::vector<float> three = run(&pool);
+  CHECK(std::memcmp(one.data(), three.data(), one.size() * sizeof(float)) == 0);
+  CHECK(one != p0);
 }
 
 TEST_CASE("AdamW: bias-corrected moments from step 1 match a double reference", "[optim]") {

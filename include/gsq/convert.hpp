@@ -326,10 +326,11 @@ GseTensor<Bits, GroupSize> quantize(MatrixRef<T> src, Axis axis,
 }
 
 /// Writes the values of `src` into `dst` (same shape, any strides): c * 2^(T + E), rounded once
-/// to nearest-even float32 (exact whenever representable).  Bit-identical on every ISA.
+/// to nearest-even float32 (exact whenever representable).  Bit-identical on every ISA and thread
+/// count; `threads` as MatmulOptions::threads (0: gsq chooses by size).
 template <int Bits, int GroupSize>
 void dequantize_into(const GseView<Bits, GroupSize>& src, MatrixRef<float> dst,
-                     std::optional<Isa> isa = std::nullopt) {
+                     std::optional<Isa> isa = std::nullopt, int threads = 1) {
   GSQ_CHECK(dst.rows == src.rows() && dst.cols == src.cols(), "dequantize: destination is ",
             dst.rows, "x", dst.cols, " but the tensor is ", src.rows(), "x", src.cols());
   const detail::LineDequantizeFn kernel =
@@ -338,20 +339,28 @@ void dequantize_into(const GseView<Bits, GroupSize>& src, MatrixRef<float> dst,
   const GseShape& shape = src.shape();
   const Index len = src.length();
   const Index pos_step = shape.axis == Axis::kCols ? dst.col_stride : dst.row_stride;
-  detail::AlignedVector<float> scratch(pos_step == 1 ? 0 : static_cast<std::size_t>(len));
-  for (Index line = 0; line < src.lines(); ++line) {
-    float* out =
-        pos_step == 1 ? &dst(shape.row_of(line, 0), shape.col_of(line, 0)) : scratch.data();
-    const std::int8_t* codes = src.line_codes(line);
-    for (Index g = 0; g * GroupSize < len; ++g) {
-      const Index begin = g * GroupSize;
-      kernel(codes + begin, static_cast<int>(std::min<Index>(GroupSize, len - begin)),
-             src.offset() + src.line_exponents(line)[g], out + begin);
+  // Blocks of 16 lines over threads, each thread with its own line of scratch (strided dst).
+  constexpr Index kBlock = 16;
+  const Index blocks = (src.lines() + kBlock - 1) / kBlock;
+  const int used = static_cast<int>(std::min<Index>(
+      blocks, detail::threads_for(static_cast<double>(src.size()) * 2.0, threads)));
+  detail::AlignedVector<float> scratch(
+      pos_step == 1 ? 0 : static_cast<std::size_t>(len * std::max(used, 1)));
+  detail::parallel_for_slots(blocks, used, [&](Index b, int slot) {
+    for (Index line = b * kBlock; line < std::min(src.lines(), (b + 1) * kBlock); ++line) {
+      float* out = pos_step == 1 ? &dst(shape.row_of(line, 0), shape.col_of(line, 0))
+                                 : scratch.data() + slot * len;
+      const std::int8_t* codes = src.line_codes(line);
+      for (Index g = 0; g * GroupSize < len; ++g) {
+        const Index begin = g * GroupSize;
+        kernel(codes + begin, static_cast<int>(std::min<Index>(GroupSize, len - begin)),
+               src.offset() + src.line_exponents(line)[g], out + begin);
+      }
+      if (pos_step != 1) {
+        for (Index p = 0; p < len; ++p) dst(shape.row_of(line, p), shape.col_of(line, p)) = out[p];
+      }
     }
-    if (pos_step != 1) {
-      for (Index p = 0; p < len; ++p) dst(shape.row_of(line, p), shape.col_of(line, p)) = out[p];
-    }
-  }
+  });
 }
 
 /// The values of `src` as a new row-major rows x cols float vector.

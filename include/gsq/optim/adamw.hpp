@@ -9,6 +9,7 @@
 
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/fp.hpp"
+#include "gsq/detail/parallel.hpp"
 #include "gsq/io/byte_io.hpp"
 #include "gsq/optim/parameter.hpp"
 #include "gsq/optim/state.hpp"
@@ -107,17 +108,24 @@ class AdamW : public detail::AdamWBase {
     }
   }
 
-  /// One update with learning rate lr (finite, >= 0); increments steps().
+  /// One update with learning rate lr (finite, >= 0); increments steps().  Parameters are
+  /// updated in parallel (the ThreadPool in scope, else OpenMP) when there are enough values;
+  /// each value's update is independent, so the result never depends on the split.
   void step(float lr) {
     const detail::AdamWStepConstants c = next_step("AdamW", lr);
-    for (std::size_t k = 0; k < params_.size(); ++k) {
-      float* p = params_[k].value;
-      const float* g = params_[k].grad;
-      float* m = m_[k].data();
-      float* v = v_[k].data();
-      for (std::size_t i = 0; i < params_[k].size; ++i)
-        detail::adamw_update(p[i], g[i], m[i], v[i], c);
-    }
+    std::size_t values = 0;
+    for (const Parameter& p : params_) values += p.size;
+    const auto count = static_cast<Index>(params_.size());
+    detail::parallel_for(count, detail::threads_for(static_cast<double>(values) * 16.0, 0),
+                         [&](Index k) {
+                           const auto u = static_cast<std::size_t>(k);
+                           float* p = params_[u].value;
+                           const float* g = params_[u].grad;
+                           float* m = m_[u].data();
+                           float* v = v_[u].data();
+                           for (std::size_t i = 0; i < params_[u].size; ++i)
+                             detail::adamw_update(p[i], g[i], m[i], v[i], c);
+                         });
     ++steps_;
   }
 

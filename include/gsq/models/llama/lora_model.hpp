@@ -320,9 +320,12 @@ class LlamaLoraModel {
   /// Back into the layer's float buffers (sized as forward left them), for its backward.
   void restore_activations(Layer& L, Index T) {
     const Index d = c_.dim, hid = c_.hidden_dim;
-    auto load = [](const GseTensor<8>& from, std::vector<float>& to, Index rows, Index cols) {
+    const int threads = options_.matmul.threads;
+    const std::optional<Isa> isa = options_.conversion_isa;
+    auto load = [threads, isa](const GseTensor<8>& from, std::vector<float>& to, Index rows,
+                          Index cols) {
       size(to, rows * cols);
-      dequantize_into(from.view(), rmw(to, rows, cols));
+      dequantize_into(from.view(), rmw(to, rows, cols), isa, threads);
     };
     load(L.saved_x, L.x, T, d);
     load(L.saved_x2, L.x2, T, d);
@@ -602,11 +605,23 @@ class LlamaLoraModel {
     });
   }
 
-  /// y += x elementwise over n values, threaded.
+  /// y += x elementwise over rows x width values, threaded.
   void add(std::vector<float>& y, const std::vector<float>& x, Index rows, Index width) const {
     for_rows(rows, static_cast<double>(width), [&](Index first, Index count) {
       for (Index i = first * width; i < (first + count) * width; ++i)
         y[static_cast<std::size_t>(i)] += x[static_cast<std::size_t>(i)];
+    });
+  }
+  /// out = a + b elementwise over rows x width values, threaded (the residual stream: the same
+  /// sums as out = a, then add(out, b)).
+  void sum(std::vector<float>& out, const std::vector<float>& a, const std::vector<float>& b,
+           Index rows, Index width) const {
+    size(out, rows * width);
+    for_rows(rows, static_cast<double>(width), [&](Index first, Index count) {
+      for (Index i = first * width; i < (first + count) * width; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        out[k] = a[k] + b[k];
+      }
     });
   }
 
@@ -679,8 +694,7 @@ class LlamaLoraModel {
       lap(t0, profile_.attention);
       L.o->forward(rm(attn_, T, qd), rmw(y_, T, d));
       lap(t0, profile_.linears);
-      L.x2 = L.x;
-      add(L.x2, y_, T, d);
+      sum(L.x2, L.x, y_, T, d);
       rmsnorm(L.x2, L.rms_ffn, T, xn_, L.r2);
       size(L.h1, T * hid);
       size(L.h3, T * hid);
@@ -701,8 +715,7 @@ class LlamaLoraModel {
       std::vector<float>& next = l + 1 == c_.n_layers ? x_last_
                                  : pack                 ? next_x_
                                                         : layers_[static_cast<std::size_t>(l + 1)].x;
-      next = L.x2;
-      add(next, y_, T, d);
+      sum(next, L.x2, y_, T, d);
       if (pack) {
         save_activations(L, T);
         swap_buffers(L);
