@@ -129,6 +129,31 @@ TEST_CASE("ThreadPool: sleeping workers wake for the next loop, and a pool of sl
   std::this_thread::sleep_for(std::chrono::milliseconds(5));  // destroyed while asleep
 }
 
+TEST_CASE("ThreadPool: a short loop, then a long one, many times: no item of one runs in the other",
+          "[thread_pool]") {
+  // A regression test: the claim counter once held the next item's index, and a worker that
+  // read the next loop's item count while the caller was publishing it could claim against the
+  // exhausted counter of the loop before (found by the two-caller test below under ASan).
+  gsq::ThreadPool pool(3);
+  int wrong = 0;
+  for (int loop = 0; loop < 20000; ++loop) {
+    const gsq::Index n = loop % 2 == 0 ? 3 : 90;
+    std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
+    std::atomic<int> out_of_range{0};
+    auto body = [&](gsq::Index i, int) {
+      if (i < 0 || i >= n) {
+        out_of_range.fetch_add(1);
+        return;
+      }
+      runs[static_cast<std::size_t>(i)].fetch_add(1);
+    };
+    pool.run(n, 3, body);
+    for (const auto& r : runs) wrong += r.load() != 1;
+    wrong += out_of_range.load();
+  }
+  CHECK(wrong == 0);
+}
+
 TEST_CASE("ThreadPool: loops from two threads at once each run every item once",
           "[thread_pool]") {
   gsq::ThreadPool pool(3);

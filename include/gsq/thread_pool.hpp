@@ -101,7 +101,7 @@ class ThreadPool {
 
  private:
   using ItemFn = void (*)(ThreadPool& pool, void* body, Index base, Index first, Index count,
-                          int slot, std::uint64_t epoch, Index n);
+                          int slot, std::uint64_t epoch);
 
   static bool& in_item() noexcept {
     thread_local bool inside = false;
@@ -126,21 +126,21 @@ class ThreadPool {
     return (spin & 63) == 63 && Clock::now() - start > limit;
   }
 
-  /// Items [first, first + count) of the loop (epoch, n) on `slot`.  The handler is here, in a
+  /// Items base + [first, first + count) of the loop `epoch` on `slot`.  The handler is here, in a
   /// function of each loop's own type, rather than in take_items: translation units built with
   /// and without exceptions then never share one definition that differs between them.
   template <typename Body>
   static void call(ThreadPool& pool, void* body, Index base, Index first, Index count, int slot,
-                   std::uint64_t epoch, Index n) {
+                   std::uint64_t epoch) {
     Body& b = *static_cast<Body*>(body);
 #if GSQ_HAS_EXCEPTIONS
     try {
       for (Index i = first; i < first + count; ++i) b(base + i, slot);
     } catch (...) {
-      pool.fail(epoch, n);
+      pool.fail(epoch);
     }
 #else
-    (void)pool, (void)epoch, (void)n;
+    (void)pool, (void)epoch;
     for (Index i = first; i < first + count; ++i) b(base + i, slot);
 #endif
   }
@@ -157,7 +157,7 @@ class ThreadPool {
     error_ = nullptr;
     epoch_ = (epoch_ + 1) & kIndexMask;  // 32 bits: the counter's high half
     const std::uint64_t epoch = epoch_;
-    claim_.store(epoch << 32);  // publishes the fields above (seq_cst: see work())
+    claim_.store((epoch << 32) | static_cast<std::uint64_t>(n));  // publishes the fields above
     if (sleepers_.load() > 0) {
       std::lock_guard<std::mutex> lock(mutex_);
       wake_.notify_all();
@@ -186,10 +186,13 @@ class ThreadPool {
 #endif
   }
 
-  // The claim counter holds the loop's epoch in its high half and the next item in its low
-  // half, so a worker that read the fields of one loop can claim an item only while that loop
-  // is the current one: the caller publishes the next loop's fields only after every item of
-  // this one is claimed and done, and a claim compares the epoch.  (Epochs are 32 bits: a
+  // The claim counter holds the loop's epoch in its high half and the number of its items not
+  // yet claimed in its low half, so a claim succeeds only while its loop is current and not
+  // exhausted, judged from the counter alone.  The caller writes the next loop's fields only
+  // after every item of this one is claimed and done, so a worker whose claim succeeds read
+  // this loop's fields.  (The low half must not be the next item's index: a worker that reads
+  // the fields while the caller is writing the next loop's, but claims against this loop's
+  // exhausted counter, would compare that index with the next loop's larger count and claim.)  (Epochs are 32 bits: a
   // worker stopped between reading the fields and claiming for exactly a multiple of 2^32
   // loops, hours of them, would claim with stale fields.  A debugger can do that; nothing
   // else stops a thread for so long.)
@@ -201,32 +204,31 @@ class ThreadPool {
     const Index share = kShare * threads_.load(std::memory_order_relaxed);
     for (;;) {
       std::uint64_t v = claim_.load(std::memory_order_acquire);
-      Index first = 0, count = 0;
+      Index left = 0, count = 0;
       do {
-        first = static_cast<Index>(v & kIndexMask);
-        if ((v >> 32) != epoch || first >= n) return;
-        count = std::max<Index>(1, (n - first) / share);
-      } while (!claim_.compare_exchange_weak(v, v + static_cast<std::uint64_t>(count),
+        left = static_cast<Index>(v & kIndexMask);
+        if ((v >> 32) != epoch || left == 0) return;
+        count = std::max<Index>(1, left / share);
+      } while (!claim_.compare_exchange_weak(v, v - static_cast<std::uint64_t>(count),
                                              std::memory_order_acq_rel,
                                              std::memory_order_acquire));
       in_item() = true;
-      fn(*this, body, base, first, count, slot, epoch, n);
+      fn(*this, body, base, n - left, count, slot, epoch);
       in_item() = false;
       done_.fetch_add(count, std::memory_order_acq_rel);
     }
   }
 
   // Keeps the first error and marks every unclaimed item done, so that no one claims it.
-  void fail(std::uint64_t epoch, Index n) {
+  void fail(std::uint64_t epoch) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
     }
     std::uint64_t v = claim_.load(std::memory_order_acquire);
-    while ((v >> 32) == epoch && static_cast<Index>(v & kIndexMask) < n) {
-      const std::uint64_t to = (epoch << 32) | static_cast<std::uint64_t>(n);
-      if (claim_.compare_exchange_weak(v, to, std::memory_order_acq_rel)) {
-        done_.fetch_add(n - static_cast<Index>(v & kIndexMask), std::memory_order_acq_rel);
+    while ((v >> 32) == epoch && (v & kIndexMask) != 0) {
+      if (claim_.compare_exchange_weak(v, epoch << 32, std::memory_order_acq_rel)) {
+        done_.fetch_add(static_cast<Index>(v & kIndexMask), std::memory_order_acq_rel);
         break;
       }
     }
@@ -269,7 +271,7 @@ class ThreadPool {
   }
 
   std::vector<std::thread> workers_;
-  std::atomic<std::uint64_t> claim_{0};  // epoch << 32 | next item
+  std::atomic<std::uint64_t> claim_{0};  // epoch << 32 | items not yet claimed
   std::uint64_t epoch_ = 0;              // the caller's copy of the current epoch
   std::atomic<ItemFn> fn_{nullptr};
   std::atomic<void*> body_{nullptr};
