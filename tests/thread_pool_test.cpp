@@ -49,7 +49,7 @@ TEST_CASE("ThreadPool runs every item exactly once, on slots below the thread co
 TEST_CASE("ThreadPool: many short loops in a row, as a training step runs them",
           "[thread_pool]") {
   gsq::ThreadPool pool(3);
-  std::vector<long> sums(20000);
+  std::vector<long> sums(3000);
   for (std::size_t loop = 0; loop < sums.size(); ++loop) {
     std::vector<long> part(17, 0);
     auto body = [&](gsq::Index i, int) { part[static_cast<std::size_t>(i)] = i * (i + 1); };
@@ -136,7 +136,7 @@ TEST_CASE("ThreadPool: a short loop, then a long one, many times: no item of one
   // exhausted counter of the loop before (found by the two-caller test below under ASan).
   gsq::ThreadPool pool(3);
   int wrong = 0;
-  for (int loop = 0; loop < 20000; ++loop) {
+  for (int loop = 0; loop < 3000; ++loop) {
     const gsq::Index n = loop % 2 == 0 ? 3 : 90;
     std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
     std::atomic<int> out_of_range{0};
@@ -158,7 +158,7 @@ TEST_CASE("ThreadPool: loops from two threads at once each run every item once",
           "[thread_pool]") {
   gsq::ThreadPool pool(3);
   auto loops = [&pool](int seed, int& wrong) {
-    for (int loop = 0; loop < 2000; ++loop) {
+    for (int loop = 0; loop < 500; ++loop) {
       const gsq::Index n = 1 + (loop * 7 + seed) % 97;
       std::vector<std::atomic<int>> runs(static_cast<std::size_t>(n));
       auto body = [&](gsq::Index i, int) { runs[static_cast<std::size_t>(i)].fetch_add(1); };

@@ -177,7 +177,6 @@ class ThreadPool {
     return error_;
   }
 
-
   static void relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -192,10 +191,10 @@ class ThreadPool {
   // after every item of this one is claimed and done, so a worker whose claim succeeds read
   // this loop's fields.  (The low half must not be the next item's index: a worker that reads
   // the fields while the caller is writing the next loop's, but claims against this loop's
-  // exhausted counter, would compare that index with the next loop's larger count and claim.)  (Epochs are 32 bits: a
-  // worker stopped between reading the fields and claiming for exactly a multiple of 2^32
-  // loops, hours of them, would claim with stale fields.  A debugger can do that; nothing
-  // else stops a thread for so long.)
+  // exhausted counter, would compare that index with the next loop's larger count and claim.)
+  // Epochs are 32 bits: a worker stopped between reading the fields and claiming for exactly a
+  // multiple of 2^32 loops, hours of them, would claim with stale fields.  A debugger can do
+  // that; nothing else stops a thread for so long.
   void take_items(std::uint64_t epoch, int slot) {
     const ItemFn fn = fn_.load(std::memory_order_relaxed);
     void* body = body_.load(std::memory_order_relaxed);
