@@ -1,4 +1,5 @@
 // Tests of gsq::ThreadPool (thread_pool.hpp) and of detail::parallel_for_slots on it.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -93,7 +94,7 @@ TEST_CASE("ThreadPool rethrows an item's exception after the claimed items finis
   check_every_item_once(pool, 500, 2);
 }
 
-TEST_CASE("ThreadPool: threads <= 1 runs on the caller, and a pool of one thread works",
+TEST_CASE("ThreadPool: threads <= 1 runs on the caller; pools of one and of the default size",
           "[thread_pool]") {
   gsq::ThreadPool pool(3);
   for (int threads : {-1, 0, 1}) {
@@ -105,8 +106,11 @@ TEST_CASE("ThreadPool: threads <= 1 runs on the caller, and a pool of one thread
   gsq::ThreadPool one(1);
   CHECK(one.size() == 1);
   check_every_item_once(one, 100, 4);
-  gsq::ThreadPool none(0);
-  CHECK(none.size() == 1);
+  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  gsq::ThreadPool automatic;  // threads <= 0: one per hardware thread
+  CHECK(automatic.size() == hardware);
+  CHECK(gsq::ThreadPool(-3).size() == hardware);
+  check_every_item_once(automatic, 100, hardware);
 }
 
 TEST_CASE("ThreadPool: sleeping workers wake for the next loop, and a pool of sleepers ends",

@@ -245,13 +245,13 @@ std::vector<OptionSpec> with_model_options(std::vector<OptionSpec> own) {
 
 // ---- info ------------------------------------------------------------------------------------
 
-/// gsq's loops on a ThreadPool of --threads threads (0: as many as OpenMP would use) while the
+/// gsq's loops on a ThreadPool of --threads threads (0: one per hardware thread) while the
 /// command runs: unlike OpenMP's barriers, the pool never waits for a thread that another
 /// process keeps off its core (thread_pool.hpp).  The thread count never changes a result.
 class CommandThreads {
  public:
   explicit CommandThreads(const Options& o)
-      : pool_(gsq::detail::resolve_threads(static_cast<int>(o.integer("--threads", 0, 1024)))),
+      : pool_(static_cast<int>(o.integer("--threads", 0, 1024))),
         scope_(pool_) {}
 
  private:

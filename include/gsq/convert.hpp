@@ -210,9 +210,8 @@ void quantize_into(MatrixRef<const T> src, Axis axis, GseTensor<Bits, GroupSize>
   std::vector<Index> saturated(static_cast<std::size_t>(std::max(threads, 1)), 0);
   std::vector<std::uint8_t> non_finite(static_cast<std::size_t>(view.lines()), 0);
 
-  detail::parallel_for_slots(blocks, threads, [&](Index b, int slot) {
-    const Index first = b * block;
-    const Index count = std::min(block, view.lines() - first);
+  detail::parallel_for_blocks(view.lines(), block, threads, [&](Index first, Index count,
+                                                                 int slot) {
     float* gathered = scratch.data() + slot * scratch_floats;
     if (!direct) detail::gather_lines(src, shape, first, count, gathered, stride, padded, false);
     for (Index line = first; line < first + count; ++line) {
@@ -346,8 +345,8 @@ void dequantize_into(const GseView<Bits, GroupSize>& src, MatrixRef<float> dst,
       blocks, detail::threads_for(static_cast<double>(src.size()) * 2.0, threads)));
   detail::AlignedVector<float> scratch(
       pos_step == 1 ? 0 : static_cast<std::size_t>(len * std::max(used, 1)));
-  detail::parallel_for_slots(blocks, used, [&](Index b, int slot) {
-    for (Index line = b * kBlock; line < std::min(src.lines(), (b + 1) * kBlock); ++line) {
+  detail::parallel_for_blocks(src.lines(), kBlock, used, [&](Index first, Index count, int slot) {
+    for (Index line = first; line < first + count; ++line) {
       float* out = pos_step == 1 ? &dst(shape.row_of(line, 0), shape.col_of(line, 0))
                                  : scratch.data() + slot * len;
       const std::int8_t* codes = src.line_codes(line);

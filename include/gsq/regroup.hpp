@@ -112,8 +112,8 @@ template <int Bits, int GroupSize, typename Visit>
 void for_each_code_threaded(const GseView<Bits, GroupSize>& src, bool transposed,
                             Index new_lines, int threads, Visit&& visit) {
   constexpr Index kBlock = 64;
-  parallel_for_slots((new_lines + kBlock - 1) / kBlock, threads, [&](Index b, int slot) {
-    const Index nl0 = b * kBlock, nl1 = std::min(new_lines, nl0 + kBlock);
+  parallel_for_blocks(new_lines, kBlock, threads, [&](Index first, Index count, int slot) {
+    const Index nl0 = first, nl1 = first + count;
     auto at = [&](int c, int s, Index nl, Index np) { visit(slot, c, s, nl, np); };
     if (transposed) {
       for_each_code<true>(src, nl0, nl1, at);
@@ -145,24 +145,28 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
   ConversionStats st;
   st.groups = view.lines() * groups;
 
-  // Pass 1: the largest floor(log2|value|) of every new group.  Both passes split the new
-  // lines over threads, so every thread writes its own lines only.
-  std::vector<int> top(static_cast<std::size_t>(st.groups), INT_MIN);
+  // Pass 1: the largest floor(log2|value|) of every new group, held in dst's exponent bytes
+  // until step 3 replaces it: 1 + its height above the source's offset (group exponent plus the
+  // code's own log2, at most 31 + 6), or 0 when the group has no nonzero value.  Both passes
+  // split the new lines over threads, so every thread writes its own lines only.
+  static_assert(kMaxGroupExponent + BitsIn < 255, "regroup: a group's top must fit a byte");
+  std::uint8_t* top = dst.mutable_exponents();
+  std::fill(top, top + st.groups, std::uint8_t{0});
   const bool transposed = src.axis() != axis;
   const int threads = detail::threads_for(
       static_cast<double>(src.lines()) * static_cast<double>(src.length()) * 4.0, options.threads);
-  detail::for_each_code_threaded(src, transposed, view.lines(), threads,
-                                 [&](int, int c, int s, Index nl, Index np) {
-                                   int& t = top[static_cast<std::size_t>(nl * groups +
-                                                                         np / GroupSize)];
-                                   t = std::max(t, s + detail::code_log2(c));
-                                 });
+  detail::for_each_code_threaded(
+      src, transposed, view.lines(), threads, [&](int, int c, int s, Index nl, Index np) {
+        std::uint8_t& t = top[nl * groups + np / GroupSize];
+        t = std::max(t, static_cast<std::uint8_t>(s - src.offset() + detail::code_log2(c) + 1));
+      });
 
   // The offset and exponents, exactly as quantize() derives them (format.hpp, steps 1-3).
   constexpr int kFraction = GseFormat<BitsOut, GroupSize>::kFractionBits;
+  const int base = src.offset() - 1 - kFraction;  // a group's q is base + its top byte
   int q_max = INT_MIN;
-  for (const int t : top) {
-    if (t != INT_MIN) q_max = std::max(q_max, t - kFraction);
+  for (Index g = 0; g < st.groups; ++g) {
+    if (top[g] != 0) q_max = std::max(q_max, base + top[g]);
   }
   const int offset = kernels::tensor_offset(q_max);
   GSQ_CHECK(q_max == INT_MIN || (offset >= GseFormat<BitsOut, GroupSize>::kMinOffset &&
@@ -170,10 +174,10 @@ void regroup_into(const GseView<BitsIn, GroupSize>& src, Axis axis,
             "regroup: the tensor's largest value needs an offset of ", offset,
             ", outside the format's range");
   dst.set_offset(offset);
-  for (std::size_t g = 0; g < top.size(); ++g) {
-    const kernels::GroupExponent ge = kernels::group_exponent(
-        top[g] != INT_MIN, top[g] == INT_MIN ? 0 : top[g] - kFraction, offset);
-    dst.mutable_exponents()[g] = ge.e;
+  for (Index g = 0; g < st.groups; ++g) {
+    const kernels::GroupExponent ge =
+        kernels::group_exponent(top[g] != 0, top[g] == 0 ? 0 : base + top[g], offset);
+    top[g] = ge.e;  // the group's exponent replaces its top
     st.zero_groups += ge.zero;
     st.clamped_groups += ge.clamped;
   }

@@ -43,9 +43,11 @@ namespace gsq {
 // thread while the pool is busy, runs on its calling thread alone.
 class ThreadPool {
  public:
-  /// A pool of `threads` threads in all: the one that calls run() and threads - 1 workers.
+  /// A pool of `threads` threads in all: the one that calls run() and threads - 1 workers;
+  /// threads <= 0: one per hardware thread (std::thread::hardware_concurrency(), at least 1).
   /// Throws what std::thread throws when a worker cannot start (the ones started are joined).
-  explicit ThreadPool(int threads) {
+  explicit ThreadPool(int threads = 0) {
+    if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
     const int workers = std::max(threads, 1) - 1;
     workers_.reserve(static_cast<std::size_t>(workers));
 #if GSQ_HAS_EXCEPTIONS
@@ -74,7 +76,7 @@ class ThreadPool {
   void run(Index n, int threads, Body& body) {
     const int used = std::min(threads, size());
     if (n <= 0) return;
-    if (used <= 1 || n == 1 || in_item() || busy_.exchange(true)) {
+    if (used <= 1 || n == 1 || running_item_ || busy_.exchange(true)) {
       for (Index i = 0; i < n; ++i) body(i, 0);
       return;
     }
@@ -91,7 +93,7 @@ class ThreadPool {
 
   /// Whether this thread is running an item of some pool's loop (a loop it starts then runs
   /// on it alone).
-  static bool running_item() noexcept { return in_item(); }
+  static bool running_item() noexcept { return running_item_; }
 
   /// The pool named by the innermost ThreadPoolScope on this thread, or null.
   static ThreadPool*& current() noexcept {
@@ -103,10 +105,7 @@ class ThreadPool {
   using ItemFn = void (*)(ThreadPool& pool, void* body, Index base, Index first, Index count,
                           int slot, std::uint64_t epoch);
 
-  static bool& in_item() noexcept {
-    thread_local bool inside = false;
-    return inside;
-  }
+  static inline thread_local bool running_item_ = false;  // see running_item()
   static constexpr std::uint64_t kIndexMask = 0xFFFFFFFFu;
   static constexpr Index kMaxItems = 0x7FFFFFFF;  // an item index fits the counter's low half
   static constexpr Index kShare = 4;  // a claim takes 1 / (kShare x threads) of what is left
@@ -211,9 +210,9 @@ class ThreadPool {
       } while (!claim_.compare_exchange_weak(v, v - static_cast<std::uint64_t>(count),
                                              std::memory_order_acq_rel,
                                              std::memory_order_acquire));
-      in_item() = true;
+      running_item_ = true;
       fn(*this, body, base, n - left, count, slot, epoch);
-      in_item() = false;
+      running_item_ = false;
       done_.fetch_add(count, std::memory_order_acq_rel);
     }
   }

@@ -1,6 +1,8 @@
 // parallel.hpp: OpenMP when the consumer compiles with it, a plain loop otherwise.
 #pragma once
 
+#include <algorithm>
+
 #include "gsq/format.hpp"
 #include "gsq/thread_pool.hpp"
 
@@ -58,6 +60,16 @@ void parallel_for_slots(Index n, int threads, Body&& body) {
   (void)threads;
 #endif
   for (Index i = 0; i < n; ++i) body(i, 0);
+}
+
+/// body(first, count, slot) over [0, n) in blocks of `block` items (the last one may be
+/// shorter): the blocks are the items of parallel_for_slots, with its slots.
+template <typename Body>
+void parallel_for_blocks(Index n, Index block, int threads, Body&& body) {
+  parallel_for_slots((n + block - 1) / block, threads, [&](Index b, int slot) {
+    const Index first = b * block;
+    body(first, std::min(block, n - first), slot);
+  });
 }
 
 /// The same as body(i).

@@ -348,11 +348,8 @@ class LlamaLoraModel {
   /// body(first, count) over blocks of 16 rows, threaded.
   template <typename Body>
   void for_rows(Index rows, double work_per_row, Body&& body) const {
-    constexpr Index kBlock = 16;
-    const Index blocks = (rows + kBlock - 1) / kBlock;
-    detail::parallel_for(blocks, threads_for(rows, work_per_row * 4), [&](Index b) {
-      body(b * kBlock, std::min(kBlock, rows - b * kBlock));
-    });
+    detail::parallel_for_blocks(rows, 16, threads_for(rows, work_per_row * 4),
+                                [&](Index first, Index count, int) { body(first, count); });
   }
 
   /// The linear layers' forward on one input, shared by several layers: quantized once in GSE
@@ -607,10 +604,7 @@ class LlamaLoraModel {
 
   /// y += x elementwise over rows x width values, threaded.
   void add(std::vector<float>& y, const std::vector<float>& x, Index rows, Index width) const {
-    for_rows(rows, static_cast<double>(width), [&](Index first, Index count) {
-      for (Index i = first * width; i < (first + count) * width; ++i)
-        y[static_cast<std::size_t>(i)] += x[static_cast<std::size_t>(i)];
-    });
+    sum(y, y, x, rows, width);
   }
   /// out = a + b elementwise over rows x width values, threaded (the residual stream: the same
   /// sums as out = a, then add(out, b)).
