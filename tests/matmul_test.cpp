@@ -2,6 +2,7 @@
 // count against scalar, and against a double-precision reference with derived error bounds.
 #include "gsq/matmul.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -267,4 +268,40 @@ TEST_CASE("matmul from bit-packed storage and from a weight regrouped on the fly
   run(std::integral_constant<int, 8>{}, 9, 33, 100, -4, 4);
   run(std::integral_constant<int, 5>{}, 9, 65, 31, -4, 4);
   run(std::integral_constant<int, 4>{}, 9, 64, 70, -60, 10);  // clamped groups, lossy regroup
+}
+
+TEST_CASE("the weight regrouped on the fly: every ISA's tile has the same bytes", "[matmul]") {
+  // detail::regroup_tile_kernel picks its ISA from the machine, so the suite above runs one of
+  // them per process; here every ISA this CPU runs is called on every tile of a weight and
+  // compared with the portable build, byte for byte.
+  auto run = [](auto bits_tag, Index r, Index cols, int lo, int hi, std::uint32_t seed) {
+    constexpr int kBits = decltype(bits_tag)::value;
+    const auto xw = gsq::test::mixed_data(static_cast<std::size_t>(r * cols), seed, lo, hi);
+    const auto packed = gsq::PackedGseTensor<kBits, 32>::pack(
+        gsq::quantize<kBits, 32>(MatrixRef<const float>::row_major(xw.data(), r, cols),
+                                 Axis::kRows)
+            .view());
+    const int offset = gsq::TransposedRegroupedRhs<kBits, 32>::offset_of(packed);
+    const auto generic = gsq::detail::regroup_tile_kernel<kBits, 32>(Isa::kScalar);
+    for (Isa isa : {Isa::kAvx2, Isa::kAvx512, Isa::kNeon}) {
+      if (!gsq::cpu_supports(isa)) continue;
+      const auto kernel = gsq::detail::regroup_tile_kernel<kBits, 32>(isa);
+      INFO(gsq::to_string(isa) << ", W" << kBits << " " << r << "x" << cols << ", exponents "
+                               << lo << ".." << hi);
+      gsq::detail::RegroupTile<32> want, got;
+      for (Index o0 = 0; o0 < cols; o0 += 32) {
+        for (Index i0 = 0; i0 < r; i0 += 32) {
+          const Index members = std::min<Index>(32, cols - o0), width = std::min<Index>(32, r - i0);
+          generic(packed, offset, want, o0, members, i0, width);
+          kernel(packed, offset, got, o0, members, i0, width);
+          REQUIRE(got.fresh == want.fresh);
+          REQUIRE(got.exponent == want.exponent);
+        }
+      }
+    }
+  };
+  run(std::integral_constant<int, 4>{}, 70, 45, -4, 4, 51);
+  run(std::integral_constant<int, 4>{}, 96, 64, -60, 10, 52);  // clamped groups: rounding
+  run(std::integral_constant<int, 8>{}, 64, 96, -30, 30, 53);
+  run(std::integral_constant<int, 8>{}, 40, 33, -90, 5, 54);
 }

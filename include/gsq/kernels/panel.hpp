@@ -37,17 +37,40 @@ struct PanelBlock {
     write_exponent(l, exponent);
   }
 
-  /// Writes every column at once from a tile held position-major: codes[q * nr + l] is code q
-  /// of column l (zero past K and past the matrix edge), exponents[l] its group exponent.  The
+  /// Writes every column at once from a tile held position-major: codes[q * stride + l] is code
+  /// q of column l (zero past K and past the matrix edge), exponents[l] its group exponent.  The
   /// same bytes as write_column for each l.
-  void write_tile(const std::int8_t* codes, const std::uint8_t* exponents) const noexcept {
-    const std::uint8_t bias = biased ? 0x80u : 0u;
+  void write_tile(const std::int8_t* codes, Index stride,
+                  const std::uint8_t* exponents) const noexcept {
+    const std::uint32_t bias = biased ? 0x80808080u : 0u;
     for (int s = 0; s < GroupSize / 4; ++s) {
       std::uint8_t* out = data + Index{s} * nr * 4;
-      for (int j = 0; j < 4; ++j) {
-        const std::int8_t* row = codes + Index{4 * s + j} * nr;
-        for (int l = 0; l < nr; ++l)
-          out[4 * l + j] = static_cast<std::uint8_t>(static_cast<std::uint8_t>(row[l]) ^ bias);
+      const std::int8_t* row = codes + Index{4 * s} * stride;
+      int l = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      // 16 columns at a time: a column's 4 codes are the bytes of one little-endian word.
+      typedef std::uint8_t U8x16 __attribute__((vector_size(16)));
+      typedef std::uint32_t U32x16 __attribute__((vector_size(64)));
+      for (; l + 16 <= nr; l += 16) {
+        U8x16 b0, b1, b2, b3;
+        std::memcpy(&b0, row + l, sizeof b0);
+        std::memcpy(&b1, row + stride + l, sizeof b1);
+        std::memcpy(&b2, row + 2 * stride + l, sizeof b2);
+        std::memcpy(&b3, row + 3 * stride + l, sizeof b3);
+        const U32x16 w = (__builtin_convertvector(b0, U32x16) |
+                          (__builtin_convertvector(b1, U32x16) << 8) |
+                          (__builtin_convertvector(b2, U32x16) << 16) |
+                          (__builtin_convertvector(b3, U32x16) << 24)) ^
+                         bias;
+        std::memcpy(out + 4 * l, &w, sizeof w);
+      }
+#endif
+      for (; l < nr; ++l) {
+        std::uint8_t w[4];
+        for (int j = 0; j < 4; ++j)
+          w[j] = static_cast<std::uint8_t>(static_cast<std::uint8_t>(row[j * stride + l]) ^
+                                           static_cast<std::uint8_t>(bias));
+        std::memcpy(out + 4 * l, w, 4);
       }
     }
     for (int l = 0; l < nr; ++l) write_exponent(l, exponents[l]);

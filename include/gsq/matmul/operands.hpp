@@ -8,12 +8,14 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "gsq/detail/aligned.hpp"
 #include "gsq/detail/check.hpp"
 #include "gsq/detail/parallel.hpp"
 #include "gsq/detail/vmath.hpp"
+#include "gsq/kernels/dispatch.hpp"
 #include "gsq/kernels/encode_scalar.hpp"
 #include "gsq/kernels/panel.hpp"
 #include "gsq/matmul/options.hpp"
@@ -102,6 +104,170 @@ class PackedStorageRhs final : public RhsSource<GroupSize> {
   const PackedGseTensor<Bits, GroupSize>& b_;
 };
 
+namespace detail {
+
+inline constexpr int kMaxPanelNr = 32;  // the widest kernel panel (AVX-512 VNNI)
+
+/// One tile of TransposedRegroupedRhs's scratch: the old codes, the new ones and the new group
+/// exponents (and, for its general path, each code's quantum and each new line's top).
+template <int GroupSize>
+struct RegroupTile {
+  alignas(64) std::array<std::int8_t, GroupSize * kMaxPanelNr> codes, fresh;
+  alignas(64) std::array<std::int32_t, GroupSize * kMaxPanelNr> quantum;
+  std::array<std::int32_t, kMaxPanelNr> top, s_new;
+  std::array<std::uint8_t, kMaxPanelNr> exponent;
+};
+
+/// TransposedRegroupedRhs's tile of old lines o0 + [0, members) x new lines i0 + [0, cols) of W
+/// when the panel width divides GroupSize: the tile's positions then lie in one group of every
+/// old line, so each member q has one quantum, E[q] above W's offset.  Held with row stride
+/// kMaxPanelNr and computed on all kMaxPanelNr lanes in bytes (lanes past cols and members past
+/// `members` hold zero codes):
+///   top[l]   1 + max over q of E[q] + floor(log2 |c|), or 0 when every code is zero;
+///   e[l]     the new group exponent from it (format.hpp, steps 1-3), as regroup() derives it;
+///   fresh    c * 2^(E[q] - (offset + e[l] - W's offset)) where that shift is >= 0 (exact: the
+///            product fits, as the top fits the new group), then nearest-even re-encoding of
+///            the rest (a group whose exponent was clamped at 0).
+/// Written once, compiled for each ISA below with vectors of kBytes lanes (the ISA's own width,
+/// so that no compiler splits them lane by lane); every ISA computes the same bytes.
+template <int Bits, int GroupSize, int kBytes>
+[[gnu::always_inline]] inline void regroup_tile(const PackedGseTensor<Bits, GroupSize>& w,
+                                                int offset, RegroupTile<GroupSize>& t, Index o0,
+                                                Index members, Index i0, Index cols) noexcept {
+  static_assert(GseFormat<Bits, GroupSize>::kQMax < 128, "codes are bytes");
+  typedef std::int8_t I8x16 __attribute__((vector_size(16)));
+  typedef std::int8_t I8x32 __attribute__((vector_size(32)));
+  typedef std::uint8_t U8x16 __attribute__((vector_size(16)));
+  typedef std::uint8_t U8x32 __attribute__((vector_size(32)));
+  using I8 = std::conditional_t<kBytes == 16, I8x16, I8x32>;
+  using U8 = std::conditional_t<kBytes == 16, U8x16, U8x32>;
+  static_assert(sizeof(I8) == kBytes && kMaxPanelNr % kBytes == 0, "whole vectors per row");
+  constexpr int kParts = kMaxPanelNr / kBytes;
+  constexpr int kFraction = GseFormat<8, GroupSize>::kFractionBits;
+  std::fill(t.codes.begin(), t.codes.end(), std::int8_t{0});
+  std::array<std::uint8_t, GroupSize> e_old{};
+  for (Index q = 0; q < members; ++q) {
+    w.codes_at(o0 + q, i0, cols, t.codes.data() + q * kMaxPanelNr);
+    e_old[static_cast<std::size_t>(q)] =
+        static_cast<std::uint8_t>(w.exponent_at(o0 + q, i0 / GroupSize));
+  }
+  // Comparisons give masks (-1 where they hold): every select below is bitwise.
+  alignas(64) std::array<std::uint8_t, kMaxPanelNr> top;
+  for (int part = 0; part < kParts; ++part) {
+    U8 top_part{};
+    for (Index q = 0; q < members; ++q) {
+      I8 c;
+      std::memcpy(&c, t.codes.data() + q * kMaxPanelNr + part * kBytes, sizeof c);
+      const I8 negative = c < 0;
+      const I8 m = (c ^ negative) - negative;  // |c| <= 127: codes are symmetric
+      // 1 + E[q] + floor(log2 m): each comparison that holds is -1, so subtracting adds 1.
+      I8 v = I8{} + static_cast<std::int8_t>(e_old[static_cast<std::size_t>(q)] + 1);
+      for (int bit = 1; bit <= Bits - 2; ++bit) v -= m > static_cast<std::int8_t>((1 << bit) - 1);
+      const auto candidate = reinterpret_cast<U8>(v & ~(m == 0));
+      top_part = top_part < candidate ? candidate : top_part;  // max of bytes
+    }
+    std::memcpy(top.data() + part * kBytes, &top_part, sizeof top_part);
+  }
+  const int base = w.offset() - 1 - kFraction;  // a new group's q is base + its top byte
+  // The new quantum above W's offset, offset + e[l] - W's offset, exactly (for the rounding
+  // below) and clamped to [-40, 80] in bytes: shifts E[q] - s stay within a byte, and a clamp
+  // changes none that matters (below -40 only zero codes shift, above 80 every shift is < 0).
+  std::array<int, kMaxPanelNr> s_new{};
+  alignas(64) std::array<std::int8_t, kMaxPanelNr> s_clamped{};
+  for (std::size_t l = 0; l < kMaxPanelNr; ++l) {
+    const int e = kernels::group_exponent(top[l] != 0, top[l] == 0 ? 0 : base + top[l], offset).e;
+    t.exponent[l] = static_cast<std::uint8_t>(e);
+    s_new[l] = offset + e - w.offset();
+    s_clamped[l] = static_cast<std::int8_t>(std::clamp(s_new[l], -40, 80));
+  }
+  // c << shift in byte lanes: 1, 2 and 4 doublings, each kept where its bit of the shift is
+  // set (additions, which every ISA has for bytes; unsigned, so the wraps of lanes not kept
+  // are defined; the lanes kept never wrap).
+  I8 rounded{};
+  for (int part = 0; part < kParts; ++part) {
+    I8 s;
+    std::memcpy(&s, s_clamped.data() + part * kBytes, sizeof s);
+    for (Index q = 0; q < members; ++q) {
+      const std::size_t at = static_cast<std::size_t>(q * kMaxPanelNr + part * kBytes);
+      I8 c;
+      std::memcpy(&c, t.codes.data() + at, sizeof c);
+      const I8 shift = static_cast<std::int8_t>(e_old[static_cast<std::size_t>(q)]) - s;
+      const I8 negative = shift < 0;
+      I8 up = shift & ~negative;
+      const I8 big = up > 7;  // zero codes only: a nonzero one's shift is <= 6
+      up = (up & ~big) | (big & 7);
+      auto f = reinterpret_cast<U8>(c);
+      U8 d = f + f;
+      f ^= (f ^ d) & reinterpret_cast<U8>((up & 1) != 0);
+      d = f + f;
+      d += d;
+      f ^= (f ^ d) & reinterpret_cast<U8>((up & 2) != 0);
+      d = f + f;
+      d += d;
+      d += d;
+      d += d;
+      f ^= (f ^ d) & reinterpret_cast<U8>((up & 4) != 0);
+      std::memcpy(t.fresh.data() + at, &f, sizeof f);
+      rounded |= negative & (c != 0);
+    }
+  }
+  std::fill(t.fresh.begin() + members * kMaxPanelNr, t.fresh.end(), std::int8_t{0});
+  bool any = false;
+  for (int l = 0; l < kBytes; ++l) any |= rounded[l] != 0;
+  if (!any) return;
+  Index unused = 0;
+  for (Index q = 0; q < members; ++q) {
+    const int s_old = w.offset() + e_old[static_cast<std::size_t>(q)];
+    for (Index l = 0; l < cols; ++l) {
+      const auto k = static_cast<std::size_t>(q * kMaxPanelNr + l);
+      const int s = w.offset() + s_new[static_cast<std::size_t>(l)];
+      if (s_old < s && t.codes[k] != 0)
+        t.fresh[k] = reencode<8, Rounding::kNearestEven>(t.codes[k], s_old, s, 0u, unused);
+    }
+  }
+}
+
+template <int Bits, int GroupSize>
+using RegroupTileFn = void (*)(const PackedGseTensor<Bits, GroupSize>&, int,
+                               RegroupTile<GroupSize>&, Index, Index, Index, Index) noexcept;
+
+template <int Bits, int GroupSize>
+void regroup_tile_generic(const PackedGseTensor<Bits, GroupSize>& w, int offset,
+                          RegroupTile<GroupSize>& t, Index o0, Index members, Index i0,
+                          Index cols) noexcept {
+  regroup_tile<Bits, GroupSize, 16>(w, offset, t, o0, members, i0, cols);
+}
+#if GSQ_X86
+template <int Bits, int GroupSize>
+GSQ_TARGET_AVX2 void regroup_tile_avx2(const PackedGseTensor<Bits, GroupSize>& w, int offset,
+                                       RegroupTile<GroupSize>& t, Index o0, Index members,
+                                       Index i0, Index cols) noexcept {
+  regroup_tile<Bits, GroupSize, 32>(w, offset, t, o0, members, i0, cols);
+}
+template <int Bits, int GroupSize>
+GSQ_TARGET_AVX512 void regroup_tile_avx512(const PackedGseTensor<Bits, GroupSize>& w, int offset,
+                                           RegroupTile<GroupSize>& t, Index o0, Index members,
+                                           Index i0, Index cols) noexcept {
+  regroup_tile<Bits, GroupSize, 32>(w, offset, t, o0, members, i0, cols);
+}
+#endif
+
+/// regroup_tile compiled for `isa` (a conversion ISA: the work is byte lanes, no dot products).
+template <int Bits, int GroupSize>
+RegroupTileFn<Bits, GroupSize> regroup_tile_kernel(Isa isa) {
+  return kernels::dispatch<Isa::kAvx2, Isa::kAvx512>(
+      isa, [](auto tag) -> RegroupTileFn<Bits, GroupSize> {
+        [[maybe_unused]] constexpr Isa kIsa = decltype(tag)::value;
+#if GSQ_X86
+        if constexpr (kIsa == Isa::kAvx512) return &regroup_tile_avx512<Bits, GroupSize>;
+        if constexpr (kIsa == Isa::kAvx2) return &regroup_tile_avx2<Bits, GroupSize>;
+#endif
+        return &regroup_tile_generic<Bits, GroupSize>;
+      });
+}
+
+}  // namespace detail
+
 /// W^T as the right operand, for W (R x C) bit-packed and grouped along its rows: the product
 /// reduces over C, so W is regrouped along C to GSE-INT8 on the fly, tile by tile, as it is
 /// packed.  Bit-identical to matmul(A, regroup<8>(W.unpack(), Axis::kCols).view().transposed())
@@ -147,12 +313,9 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
     // held q-major so that every step below is a loop over l that vectorises.
     // Every kernel's nr is at most kMaxNr, so the tile lives on the stack (pack runs per panel).
     GSQ_CHECK(nr > 0 && nr <= kMaxNr, "matmul: a panel of ", nr, " columns; at most ", kMaxNr);
-    const auto tile = static_cast<std::size_t>(GroupSize * nr);
-    alignas(64) std::array<std::int8_t, GroupSize * kMaxNr> codes, fresh;
-    alignas(64) std::array<std::int32_t, GroupSize * kMaxNr> quantum;
-    std::array<std::int32_t, kMaxNr> top, s_new;
-    std::array<std::uint8_t, kMaxNr> exponent;
-    std::fill(quantum.begin(), quantum.begin() + static_cast<std::ptrdiff_t>(tile), 0);
+    Tile t;
+    const detail::RegroupTileFn<Bits, GroupSize> uniform =
+        detail::regroup_tile_kernel<Bits, GroupSize>(conversion_isa());
     for (Index p = first; p < first + count; ++p) {
       const Index i0 = p * nr;  // new lines: rows of W
       const Index cols = std::min<Index>(nr, this->n_ - i0);
@@ -160,56 +323,71 @@ class TransposedRegroupedRhs final : public RhsSource<GroupSize> {
       for (Index g = 0; g < this->groups(); ++g) {
         const Index o0 = g * GroupSize;  // new positions: columns of W (old lines)
         const Index members = std::min<Index>(GroupSize, this->k_ - o0);
-        std::fill(codes.begin(), codes.begin() + static_cast<std::ptrdiff_t>(tile), std::int8_t{0});
-        for (Index q = 0; q < members; ++q) {
-          w_.codes_at(o0 + q, i0, cols, codes.data() + q * nr);
-          std::int32_t* s = quantum.data() + q * nr;
-          for (Index l = 0; l < cols; l += GroupSize - (i0 + l) % GroupSize) {
-            const int e = w_.offset() + w_.exponent_at(o0 + q, (i0 + l) / GroupSize);
-            const Index run = std::min<Index>(cols - l, GroupSize - (i0 + l) % GroupSize);
-            std::fill(s + l, s + l + run, e);
-          }
-        }
-        // Each new line's group exponent, as regroup() derives it (format.hpp, steps 1-3):
-        // the top quantum + floor(log2 |c|) over its members (codes past cols are zero).
-        exponent_tops(codes.data(), quantum.data(), members, nr, top.data());
-        for (int l = 0; l < nr; ++l) {
-          const int e = kernels::group_exponent(top[l] >= kNone / 2, top[l] - kFraction,
-                                                this->offset_).e;
-          exponent[static_cast<std::size_t>(l)] = static_cast<std::uint8_t>(e);
-          s_new[static_cast<std::size_t>(l)] = this->offset_ + e;
-        }
-        // The codes at the new quantum: a left shift (exact) wherever the member's quantum is
-        // not below the new one, the common case; rounded (nearest-even) re-encoding of the
-        // rest afterwards.  Zero codes give zero either way.
-        if (shifted_codes(codes.data(), quantum.data(), s_new.data(), members, nr,
-                          fresh.data())) {
-          Index unused = 0;
-          for (Index q = 0; q < members; ++q) {
-            for (int l = 0; l < nr; ++l) {
-              const auto k = static_cast<std::size_t>(q * nr + l);
-              if (quantum[k] < s_new[static_cast<std::size_t>(l)] && codes[k] != 0) {
-                fresh[k] = detail::reencode<8, Rounding::kNearestEven>(
-                    codes[k], quantum[k], s_new[static_cast<std::size_t>(l)], 0u, unused);
-              }
-            }
-          }
-        }
-        std::fill(fresh.begin() + members * nr, fresh.begin() + static_cast<std::ptrdiff_t>(tile),
-                  std::int8_t{0});
         const kernels::PanelBlock<GroupSize> dst{panel + g * block, nr, shape.biased_rhs};
-        dst.write_tile(fresh.data(), exponent.data());
+        if (GroupSize % nr == 0) {
+          uniform(w_, this->offset_, t, o0, members, i0, cols);  // every kernel's (nr 8, 32)
+          dst.write_tile(t.fresh.data(), kMaxNr, t.exponent.data());
+        } else {
+          general_tile(t, o0, members, i0, cols, nr);
+          dst.write_tile(t.fresh.data(), nr, t.exponent.data());
+        }
       }
     }
   }
 
  private:
   static constexpr int kNone = -100000;  // a zero code's log2: branch-free over the members
-  static constexpr int kMaxNr = 32;       // the widest kernel panel (AVX-512 VNNI)
+  static constexpr int kMaxNr = detail::kMaxPanelNr;
 
   typedef std::int8_t I8x16 __attribute__((vector_size(16)));
   using I32x16 = detail::I32x16;
   using F32x16 = detail::F32x16;
+
+  using Tile = detail::RegroupTile<GroupSize>;
+
+  /// The same tile for any nr (row stride nr), each code with its own quantum.
+  void general_tile(Tile& t, Index o0, Index members, Index i0, Index cols, int nr) const {
+    const auto tile = static_cast<std::ptrdiff_t>(GroupSize * nr);
+    std::fill(t.codes.begin(), t.codes.begin() + tile, std::int8_t{0});
+    std::fill(t.quantum.begin(), t.quantum.begin() + tile, 0);
+    for (Index q = 0; q < members; ++q) {
+      w_.codes_at(o0 + q, i0, cols, t.codes.data() + q * nr);
+      std::int32_t* s = t.quantum.data() + q * nr;
+      for (Index l = 0; l < cols; l += GroupSize - (i0 + l) % GroupSize) {
+        const int e = w_.offset() + w_.exponent_at(o0 + q, (i0 + l) / GroupSize);
+        const Index run = std::min<Index>(cols - l, GroupSize - (i0 + l) % GroupSize);
+        std::fill(s + l, s + l + run, e);
+      }
+    }
+    // Each new line's group exponent, as regroup() derives it (format.hpp, steps 1-3):
+    // the top quantum + floor(log2 |c|) over its members (codes past cols are zero).
+    exponent_tops(t.codes.data(), t.quantum.data(), members, nr, t.top.data());
+    for (int l = 0; l < nr; ++l) {
+      const int e = kernels::group_exponent(t.top[static_cast<std::size_t>(l)] >= kNone / 2,
+                                            t.top[static_cast<std::size_t>(l)] - kFraction,
+                                            this->offset_).e;
+      t.exponent[static_cast<std::size_t>(l)] = static_cast<std::uint8_t>(e);
+      t.s_new[static_cast<std::size_t>(l)] = this->offset_ + e;
+    }
+    // The codes at the new quantum: a left shift (exact) wherever the member's quantum is
+    // not below the new one, the common case; rounded (nearest-even) re-encoding of the
+    // rest afterwards.  Zero codes give zero either way.
+    if (shifted_codes(t.codes.data(), t.quantum.data(), t.s_new.data(), members, nr,
+                      t.fresh.data())) {
+      Index unused = 0;
+      for (Index q = 0; q < members; ++q) {
+        for (int l = 0; l < nr; ++l) {
+          const auto k = static_cast<std::size_t>(q * nr + l);
+          const std::int32_t s_new = t.s_new[static_cast<std::size_t>(l)];
+          if (t.quantum[k] < s_new && t.codes[k] != 0)
+            t.fresh[k] = detail::reencode<8, Rounding::kNearestEven>(t.codes[k], t.quantum[k],
+                                                                      s_new, 0u, unused);
+        }
+      }
+    }
+    std::fill(t.fresh.begin() + members * nr, t.fresh.begin() + tile, std::int8_t{0});
+  }
+
 
   /// floor(log2 |c|) for c in [-128, 127], or kNone for c == 0: from the exponent field of
   /// |c| as a float (exact).
