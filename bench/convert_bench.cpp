@@ -1,12 +1,16 @@
 // convert_bench.cpp: float -> GSE-INT conversion throughput per ISA, beside this machine's
-// memory bandwidth (a streaming read and a memcpy of the same bytes).
+// memory bandwidth (a streaming read and a memcpy of the same bytes), and the regrouping of a
+// frozen 4-bit weight into the backward product's W^T panels, which a training step repeats for
+// every base weight (its ISA is this machine's best; GSQ_ISA=avx2 or scalar caps it).
 //
 //   convert_bench --benchmark_counters_tabular=true
+//   convert_bench --benchmark_filter=PackTransposed
 // Counters: values/s, and bytes/s of float input read (GB/s in the "bytes_per_second" column).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gsq/gsq.hpp"
@@ -74,6 +78,26 @@ void BM_Dequantize8(benchmark::State& state) {
   state.SetLabel(gsq::to_string(isa));
 }
 
+// W (in x out, 4-bit, grouped along in) regrouped along out to GSE-INT8 and packed into the
+// matmul kernel's panels, as FrozenBase::backward_input does on every call (one thread).
+void BM_PackTransposedW4(benchmark::State& state) {
+  const auto in = state.range(0), out = state.range(1);
+  const auto& x = input(in * out);
+  const auto w = gsq::PackedGseTensor<4, 32>::pack(
+      gsq::quantize<4>(gsq::MatrixRef<const float>::row_major(x.data(), in, out), Axis::kRows)
+          .view());
+  const int offset = gsq::TransposedRegroupedRhs<4, 32>::offset_of(w);
+  gsq::MatmulOptions opt;
+  opt.threads = 1;
+  gsq::PackedMatmulRhs<32> packed;
+  for (auto _ : state) {
+    packed.assign(gsq::TransposedRegroupedRhs<4, 32>(w, offset), opt);
+    benchmark::DoNotOptimize(packed.panel(0));
+  }
+  state.SetItemsProcessed(state.iterations() * in * out);
+  state.SetLabel(std::string("matmul kernel ") + gsq::to_string(packed.isa()));
+}
+
 // The machine's limits for the same bytes: a streaming read (integer sum, vectorised by the
 // compiler) and a memcpy.
 void BM_ReadBandwidth(benchmark::State& state) {
@@ -127,6 +151,7 @@ void shapes(benchmark::internal::Benchmark* b, bool quantize) {
 
 BENCHMARK(BM_Quantize8)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(BM_Dequantize8)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(BM_PackTransposedW4)->Args({576, 1536})->Args({2048, 5632});
 BENCHMARK(BM_ReadBandwidth)->Args({256, 1024})->Args({4096, 4096});
 BENCHMARK(BM_Memcpy)->Args({256, 1024})->Args({4096, 4096});
 
