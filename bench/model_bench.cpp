@@ -158,6 +158,12 @@ int run_row(const Args& a) {
     for (int t; in >> t;) tokens.push_back(t);
   }
   const Index len = a.seq;
+  const auto needed = static_cast<std::size_t>(a.batch * (len + 1));
+  if (tokens.size() < needed) {
+    std::cerr << "model_bench: --tokens '" << a.tokens << "' holds " << tokens.size()
+              << " token ids; one row needs batch x (seq + 1) = " << needed << "\n";
+    return 2;
+  }
   std::vector<std::vector<int>> windows;
   for (int b = 0; b < a.batch; ++b)
     windows.emplace_back(tokens.begin() + b * (len + 1), tokens.begin() + (b + 1) * (len + 1));
