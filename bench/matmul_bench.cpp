@@ -26,7 +26,7 @@
 //   build/release/bench/matmul_bench --benchmark_out=matmul.json --benchmark_out_format=json
 // The console display is this program's own (it records the runs for the table);
 // --benchmark_format=json or csv runs with Google Benchmark's reporter and prints no table.
-// Built with -march=native (GSQ_BENCH_NATIVE in bench/CMakeLists.txt) so that Eigen gets this
+// Built with -march=native (GSQ_NATIVE, cmake/GsqNative.cmake) so that Eigen gets this
 // host's best SIMD; gsq's kernels choose theirs at run time either way.
 #include <benchmark/benchmark.h>
 

@@ -19,6 +19,12 @@
 // row's exact frozen base base-q4_0.gguf (with the tokenizer) and its adapter as adapter.gguf and
 // peft/, and the LoTA-QAF row's merged model lota-q4_0.gguf (a stock Q4_0 GGUF, no adapter).
 // The program reads them back and prints the commands that run them.
+// GCC 12 reports the undefined pass-through operand of AVX-512 intrinsics as maybe-uninitialized
+// where Eigen's AVX-512 GEMM (the float rows', enabled by -march=native, GSQ_NATIVE) inlines
+// them: GCC bug 105593, fixed in 13.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 

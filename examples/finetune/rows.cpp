@@ -1,5 +1,11 @@
 // finetune/rows.cpp: the configurations of rows.hpp (GSQ 6-6-6 and 5-5-5, and the LoTA-QAF row
 // with its file), compiled apart from finetune.cpp.
+// GCC 12 reports the undefined pass-through operand of AVX-512 intrinsics as maybe-uninitialized
+// where Eigen's AVX-512 GEMM (the float rows', enabled by -march=native, GSQ_NATIVE) inlines
+// them: GCC bug 105593, fixed in 13.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "rows.hpp"
 
 #include <stdexcept>
